@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up sockscope on Debian 12 as root: system packages (apt) and a virtualenv
+# in .venv with sockscope installed. Idempotent: a second run installs nothing.
+#   scripts/setup.sh          what `sockscope` needs
+#   scripts/setup.sh --test   plus what the test suite and benchmarks need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+# Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor).
+apt_pkgs=(python3 python3-venv iproute2)
+if [ "$want_test" = 1 ]; then
+    apt_pkgs+=(nftables procps)
+fi
+
+missing=()
+for p in "${apt_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Any python3 >= 3.11 with venv works (Debian 12's is 3.11).
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' 2>/dev/null || {
+    echo "setup: sockscope needs Python 3.11 or newer ($PY is $("$PY" -V 2>&1))" >&2
+    exit 1
+}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+extra=""
+[ "$want_test" = 1 ] && extra="[test]"
+stamp=".venv/.installed$extra"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
+    touch "$stamp"
+fi

@@ -1,0 +1,3 @@
+from sockscope.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,292 @@
+"""``sockscope ls``: the socket inventory, with ss's flags and filter language."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sockscope.inventory.model import InetAddress, Owner, Socket, UnixAddress
+from sockscope.inventory.query import Inventory, collect
+
+from . import output
+
+NETIDS = {
+    ("unix", "stream"): "u_str", ("unix", "dgram"): "u_dgr", ("unix", "seqpacket"): "u_seq",
+    ("packet", "raw"): "p_raw", ("packet", "dgram"): "p_dgr",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.usage = "sockscope ls [options] [FILTER ...]"
+    p.description = ("List sockets with the processes that hold them (all kinds and states "
+                     "unless narrowed). FILTER is an ss filter expression, e.g. "
+                     "'state established and dport = :443'.")
+    kinds = p.add_argument_group("socket kinds (default: all)")
+    kinds.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
+    kinds.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
+    kinds.add_argument("-w", "--raw", action="store_true", help="raw sockets (incl. ICMP)")
+    kinds.add_argument("-x", "--unix", action="store_true",
+                       help="unix sockets; shows whether each socket file still exists")
+    kinds.add_argument("-0", "--packet", action="store_true", help="packet sockets (AF_PACKET)")
+    kinds.add_argument("--netlink", action="store_true", help="netlink sockets")
+    kinds.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
+    kinds.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
+    sel = p.add_argument_group("selection")
+    sel.add_argument("-l", "--listening", action="store_true", help="listening sockets only")
+    sel.add_argument("-a", "--all", action="store_true", help="all states (the default)")
+    sel.add_argument("--pid", type=int, action="append", metavar="PID",
+                     help="sockets held by this process (repeatable)")
+    sel.add_argument("--user", metavar="USER", help="sockets held by processes of this user")
+    sel.add_argument("--command", metavar="NAME", help="sockets held by processes named NAME")
+    sel.add_argument("-N", "--netns", action="append", metavar="NAME|PATH|PID",
+                     help="look in this network namespace (repeatable)")
+    sel.add_argument("--all-netns", action="store_true", help="every network namespace on the host")
+    sel.add_argument("--stale", nargs="*", metavar="DIR",
+                     help="list socket files under DIR (default /tmp /run) that no socket is bound to")
+    det = p.add_argument_group("details")
+    det.add_argument("-p", "--processes", action="store_true",
+                     help="show owning processes (the default)")
+    det.add_argument("--no-owners", action="store_true", help="skip the owner lookup")
+    det.add_argument("-n", "--numeric", action="store_true", help="numeric output (the default)")
+    det.add_argument("-r", "--resolve", action="store_true", help="resolve host and service names")
+    det.add_argument("-i", "--info", action="store_true", help="TCP internals (tcp_info)")
+    det.add_argument("-m", "--memory", action="store_true", help="socket memory")
+    det.add_argument("-e", "--extended", action="store_true", help="uid, inode, cookie, cgroup")
+    det.add_argument("--procfs", action="store_true",
+                     help="read /proc/net instead of sock_diag (the fallback path)")
+    out = p.add_argument_group("output")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON array")
+    fmt.add_argument("--jsonl", action="store_true", help="one JSON object per line")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+    out.add_argument("-H", "--no-header", action="store_true", help="no table header")
+    p.add_argument("filter", nargs=argparse.REMAINDER, metavar="FILTER",
+                   help="ss filter expression")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.stale is not None:
+        return _run_stale(args)
+    protos = [name for flag, name in (("tcp", "tcp"), ("udp", "udp"), ("raw", "raw"),
+                                      ("unix", "unix"), ("packet", "packet"),
+                                      ("netlink", "netlink")) if getattr(args, flag)]
+    families: list[str] | None = None
+    if args.ipv4 or args.ipv6:
+        families = (["inet"] if args.ipv4 else []) + (["inet6"] if args.ipv6 else [])
+        if not protos:
+            protos = ["tcp", "udp", "raw"]
+    inv = collect(
+        protos or None, families,
+        listening=True if args.listening else None,
+        filter=args.filter or None,
+        netns=args.netns, all_netns=args.all_netns,
+        owners=not args.no_owners,
+        info=args.info, memory=args.memory,
+        check_paths=args.unix,
+        pid=args.pid, user=args.user, command=args.command,
+        procfs=args.procfs,
+    )
+    for note in inv.notes:
+        sys.stderr.write(f"sockscope ls: {note}\n")
+    socks = inv.sockets
+    if args.json:
+        output.write(output.dump_json([s.to_dict() for s in socks]))
+    elif args.jsonl:
+        output.write(output.dump_jsonl(s.to_dict() for s in socks))
+    elif args.csv:
+        output.write(output.dump_csv(CSV_HEADERS, (csv_row(s) for s in socks)))
+    else:
+        output.write(format_table(inv, args))
+    return 0
+
+
+def _run_stale(args: argparse.Namespace) -> int:
+    from sockscope.inventory.stale import DEFAULT_DIRS, stale_socket_files
+
+    files = stale_socket_files(args.stale or DEFAULT_DIRS)
+    if args.json or args.jsonl:
+        items = [f.to_dict() for f in files]
+        output.write(output.dump_json(items) if args.json else output.dump_jsonl(items))
+    elif args.csv:
+        output.write(output.dump_csv(["path", "uid", "mode", "mtime"],
+                                     ([f.path, f.uid, oct(f.mode), f.mtime] for f in files)))
+    else:
+        from .main import user_label
+
+        rows = [(f.path, user_label(f.uid), oct(f.mode)[2:]) for f in files]
+        output.write(output.table(("Path", "Owner", "Mode"), rows, header=not args.no_header))
+    return 0
+
+
+# --- formatting --------------------------------------------------------------
+
+class _Names:
+    """Reverse lookups for -r, cached (a table repeats the same few addresses)."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, str] = {}
+        self.services: dict[tuple[int, str], str] = {}
+
+    def host(self, addr: str) -> str:
+        name = self.hosts.get(addr)
+        if name is None:
+            import socket
+
+            try:
+                name = socket.gethostbyaddr(addr)[0]
+            except OSError:
+                name = addr
+            self.hosts[addr] = name
+        return name
+
+    def service(self, port: int, proto: str) -> str:
+        key = (port, proto)
+        name = self.services.get(key)
+        if name is None:
+            import socket
+
+            try:
+                name = socket.getservbyport(port, proto if proto in ("tcp", "udp") else "tcp")
+            except OSError:
+                name = str(port)
+            self.services[key] = name
+        return name
+
+
+def _inet(addr: InetAddress, proto: str, names: _Names | None) -> str:
+    host = addr.address
+    if host in ("0.0.0.0", "::"):
+        host = "*"
+    elif names is not None:
+        host = names.host(host)
+    if ":" in host and host != "*":
+        host = f"[{host}]"
+    if not addr.port:
+        port = "*"
+    elif names is not None:
+        port = names.service(addr.port, proto)
+    else:
+        port = str(addr.port)
+    return f"{host}:{port}"
+
+
+def _owners(owners: Sequence[Owner]) -> str:
+    return ",".join(f"{o.command}[{o.pid}]:{o.fd}" for o in owners)
+
+
+def format_table(inv: Inventory, args: argparse.Namespace) -> str:
+    socks = inv.sockets
+    names = _Names() if args.resolve else None
+    show_ns = bool(args.all_netns or (args.netns and len(args.netns) > 1))
+    # unix peers: name the other end by its bound path when it has one (ss does the same)
+    unix_names: dict[int, str] = {}
+    for s in socks:
+        if s.family == "unix" and s.local is not None:
+            unix_names[s.inode] = str(s.local)
+    headers = ["Netid", "State", "Recv-Q", "Send-Q", "Local", "Peer"]
+    if show_ns:
+        headers.insert(0, "Netns")
+    if args.extended:
+        headers += ["UID", "Inode", "Cookie", "Cgroup"]
+    headers.append("Process")
+    rows: list[list[str]] = []
+    extra: dict[int, str] = {}
+    for s in socks:
+        rows.append(_row(s, names, unix_names, show_ns, args.extended))
+        if args.info or args.memory:
+            detail = _details(s, args.info, args.memory)
+            if detail:
+                extra[len(rows) - 1] = detail
+    right = [2, 3] if not show_ns else [3, 4]
+    text = output.table(headers, rows, right=right, header=not args.no_header)
+    if extra:
+        lines = text.split("\n")
+        offset = 0 if args.no_header else 1
+        for idx in sorted(extra, reverse=True):
+            lines.insert(idx + offset + 1, "\t" + extra[idx])
+        text = "\n".join(lines)
+    if args.unix:
+        text = text.replace(" (gone)", " (gone)")
+    return text
+
+
+def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: bool,
+         extended: bool) -> list[str]:
+    netid = s.proto if s.family not in ("unix", "packet") else NETIDS.get((s.family, s.type), s.proto)
+    if s.proto == "netlink":
+        netid = "nl"
+    local = s.local
+    remote = s.remote
+    if isinstance(local, InetAddress):
+        lo = _inet(local, s.proto, names)
+        if s.interface:
+            host, _, port = lo.rpartition(":")
+            lo = f"{host}%{s.interface}:{port}"
+        re = _inet(remote, s.proto, names) if isinstance(remote, InetAddress) else "*"
+    else:
+        lo = "*" if local is None else str(local)
+        if isinstance(local, UnixAddress) and local.exists is False:
+            lo += " (gone)"
+        re = "*"
+        if s.family == "unix":
+            lo = f"{lo} {s.inode}"
+            if s.peer_inode:
+                re = f"{unix_names.get(s.peer_inode, '*')} {s.peer_inode}"
+        elif remote is not None:
+            re = str(remote)
+    proc = _owners(s.owners)
+    if s.peer_owners:
+        proc = f"{proc} -> {_owners(s.peer_owners)}" if proc else f"-> {_owners(s.peer_owners)}"
+    row = [netid, s.state, str(s.recv_q), str(s.send_q), lo, re]
+    if show_ns:
+        row.insert(0, s.netns)
+    if extended:
+        from .main import user_label
+
+        row += [user_label(s.uid) if s.uid is not None else "-", str(s.inode),
+                str(s.cookie) if s.cookie is not None else "-",
+                str(s.cgroup_id) if s.cgroup_id is not None else "-"]
+    row.append(proc)
+    return row
+
+
+def _details(s: Socket, info: bool, memory: bool) -> str:
+    parts: list[str] = []
+    if info and s.tcp_info is not None:
+        t = s.tcp_info
+        parts.append(
+            f"{t.congestion or '-'} rtt:{t.rtt_ms:g}/{t.rttvar_ms:g} rto:{t.rto_ms:g} "
+            f"mss:{t.snd_mss} cwnd:{t.snd_cwnd}"
+            + (f" ssthresh:{t.snd_ssthresh}" if t.snd_ssthresh < 0x7FFFFFFF else "")
+            + f" bytes_acked:{t.bytes_acked} bytes_received:{t.bytes_received}"
+            f" segs_out:{t.segs_out} segs_in:{t.segs_in}"
+            f" retrans:{t.retransmits}/{t.total_retrans} unacked:{t.unacked}"
+            f" minrtt:{t.min_rtt_ms:g}"
+        )
+    if info and s.timer:
+        parts.append(f"timer:({s.timer},{s.timer_expires_ms}ms)")
+    if memory and s.memory is not None:
+        m = s.memory
+        parts.append(f"skmem:(r{m.rmem_alloc},rb{m.rcvbuf},t{m.wmem_alloc},tb{m.sndbuf},"
+                     f"f{m.fwd_alloc},w{m.wmem_queued},o{m.optmem},bl{m.backlog},d{m.drops})")
+    return " ".join(parts)
+
+
+CSV_HEADERS = ["netns", "family", "proto", "type", "state", "local_address", "local_port",
+               "remote_address", "remote_port", "recv_q", "send_q", "inode", "uid", "owners"]
+
+
+def csv_row(s: Socket) -> list[object]:
+    def split(a: object) -> tuple[object, object]:
+        if isinstance(a, InetAddress):
+            return a.address, a.port
+        if a is None:
+            return "", ""
+        return str(a), ""
+
+    la, lp = split(s.local)
+    ra, rp = split(s.remote)
+    owners = ";".join(f"{o.command}/{o.pid}/{o.fd}" for o in s.owners)
+    return [s.netns, s.family, s.proto, s.type, s.state, la, lp, ra, rp, s.recv_q, s.send_q,
+            s.inode, "" if s.uid is None else s.uid, owners]

@@ -1,0 +1,92 @@
+"""``sockscope`` entry point: builds the parser from the command modules and
+turns SockscopeError into one line on stderr plus an exit status.
+
+Command modules are imported only when their command runs, so ``sockscope ls``
+pays for nothing else. Each module exposes ``add_arguments(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from sockscope import __version__
+from sockscope.errors import SockscopeError
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ls": ("sockscope.cli.ls", "list sockets with their owners (ss / netstat / lsof -i)"),
+    "ifaces": ("sockscope.cli.ifaces", "interface counters and addresses (netstat -i, ip -s link)"),
+    "kill": ("sockscope.cli.kill", "destroy matching TCP/UDP sockets (ss -K)"),
+    "watch": ("sockscope.cli.watch", "stream socket events: new, state change, closed"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error and exit status 2 (its own default is 2 too,
+    but it prints the full usage; we print the usage line only once, briefly)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="sockscope", description="See and control the sockets of a Linux host.")
+    parser.add_argument("--version", action="version", version=f"sockscope {__version__}")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or only == name:
+            importlib.import_module(module_name).add_arguments(cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # Import only the module of the command asked for (start-up time).
+    only = next((a for a in args_list if not a.startswith("-")), None)
+    if only not in COMMANDS:
+        only = None
+    parser = build_parser(only if only is not None else "")
+    if only is None and not any(a in ("-h", "--help", "--version") for a in args_list):
+        if not args_list:
+            parser.print_help()
+            return 2
+        parser.error(f"unknown command {args_list[0]!r} (try: {', '.join(COMMANDS)})")
+    args = parser.parse_args(args_list)
+    if args.subcommand is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.subcommand][0])
+    try:
+        return int(module.run(args))
+    except SockscopeError as exc:
+        sys.stderr.write(f"sockscope {args.subcommand}: {exc}\n")
+        return exc.exit_status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head`: stop quietly, as ss does.
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+def user_label(uid: int) -> str:
+    """A user name for display, the number when the uid has no name."""
+    from sockscope.inventory.owners import user_name
+
+    return user_name(uid) or str(uid)

@@ -1,0 +1,1 @@
+"""The socket inventory: model, sock_diag queries, owners, namespaces, filters."""

@@ -1,0 +1,314 @@
+"""The inventory API: ``sockets()`` and ``collect()``.
+
+One pass: for each network namespace asked for, enter it, dump every kind of
+socket over one sock_diag netlink socket (falling back to /proc/net for a
+kind whose diag module is missing), apply the filter, then one /proc scan for
+the owners of what is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
+from sockscope.netlink import sockdiag
+from sockscope.netlink.codec import NetlinkError
+from sockscope.netlink.socket import NETLINK_SOCK_DIAG, NetlinkSocket
+from sockscope.platform import linux
+
+from . import owners as owners_mod
+from .model import ALL_STATES_MASK, STATE_NUMBERS, Socket
+
+if TYPE_CHECKING:
+    from .filter import SocketFilter
+
+PROTOS = ("tcp", "udp", "raw", "unix", "packet", "netlink")
+INET_PROTOS = ("tcp", "udp", "raw")
+FAMILIES = ("inet", "inet6", "unix", "packet", "netlink")
+
+# Diag errors meaning "this kernel cannot dump that kind": fall back to /proc/net.
+_MISSING = {errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EINVAL}
+
+
+@dataclass(slots=True)
+class Inventory:
+    """What ``collect`` found, plus notes for the user (e.g. owners hidden without root)."""
+
+    sockets: list[Socket]
+    notes: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)  # kinds read from /proc/net
+
+
+def _as_tuple(value: str | Iterable[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    if value is None:
+        return tuple(allowed)
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for item in items:
+        if item not in allowed:
+            raise UsageError(f"unknown {what} {item!r} (expected one of: {', '.join(allowed)})")
+    return items
+
+
+def collect(
+    proto: str | Iterable[str] | None = None,
+    family: str | Iterable[str] | None = None,
+    *,
+    states: Iterable[str] | None = None,
+    listening: bool | None = None,
+    filter: str | Sequence[str] | None = None,  # noqa: A002 - the name users know from ss
+    netns: str | Sequence[str] | None = None,
+    all_netns: bool = False,
+    owners: bool = True,
+    info: bool = False,
+    memory: bool = False,
+    check_paths: bool = False,
+    pid: int | Iterable[int] | None = None,
+    user: str | int | None = None,
+    command: str | None = None,
+    procfs: bool = False,
+) -> Inventory:
+    """Sockets matching every condition given, with their owners.
+
+    ``proto``: tcp, udp, raw, unix, packet, netlink (default: all).
+    ``family``: inet, inet6, unix, packet, netlink (default: all).
+    ``states``: kernel state names (ESTABLISHED, LISTEN, ...); ``listening``
+    True keeps listeners only, False drops them. ``filter``: an ss filter
+    expression. ``netns``: a name, path or pid (or several); ``all_netns``:
+    every namespace on the host. ``pid``/``user``/``command``: keep sockets held
+    by matching processes. ``procfs``: read /proc/net even where sock_diag works.
+    """
+    protos = _as_tuple(proto, PROTOS, "protocol")
+    families = _as_tuple(family, FAMILIES, "family")
+    flt: SocketFilter | None = None
+    if filter is not None and (filter if isinstance(filter, str) else " ".join(filter)).strip():
+        from .filter import parse_filter
+
+        flt = parse_filter(filter)
+    mask = ALL_STATES_MASK
+    if states is not None:
+        mask = 0
+        for name in states:
+            num = STATE_NUMBERS.get(name.upper())
+            if num is None:
+                raise UsageError(f"unknown state {name!r}")
+            mask |= 1 << num
+    if listening is True:
+        mask &= 1 << STATE_NUMBERS["LISTEN"]
+    elif listening is False:
+        mask &= ~(1 << STATE_NUMBERS["LISTEN"])
+    if flt is not None:
+        mask &= flt.kernel_states
+
+    refs = _namespaces(netns, all_netns)
+    notes: list[str] = []
+    fallbacks: list[str] = []
+    found: list[Socket] = []
+    for ref in refs:
+        found.extend(_dump_netns(ref, protos, families, mask, info, memory, check_paths,
+                                 procfs, fallbacks))
+
+    if flt is not None:
+        found = [s for s in found if flt.match(s)]
+    process_filter = _process_filter(pid, user, command)
+    if owners or process_filter is not None:
+        _attach_owners(found, process_filter, notes)
+        if process_filter is not None:
+            found = [s for s in found if s.owners]
+    if check_paths:
+        mark_paths(found)
+    return Inventory(found, notes, sorted(set(fallbacks)))
+
+
+def sockets(
+    proto: str | Iterable[str] | None = None,
+    family: str | Iterable[str] | None = None,
+    **kwargs: object,
+) -> list[Socket]:
+    """The socket inventory as a list of ``Socket`` (see ``collect`` for arguments)."""
+    return collect(proto, family, **kwargs).sockets  # type: ignore[arg-type]
+
+
+def _namespaces(netns: str | Sequence[str] | None, all_netns: bool) -> list[linux.NetnsRef]:
+    if all_netns:
+        return linux.all_netns()
+    if netns is None:
+        return [linux.current_netns()]
+    specs = [netns] if isinstance(netns, str) else list(netns)
+    refs: dict[int, linux.NetnsRef] = {}
+    for spec in specs:
+        ref = linux.resolve_netns(spec)
+        refs.setdefault(ref.inode, ref)
+    return list(refs.values())
+
+
+def _dump_netns(ref: linux.NetnsRef, protos: Sequence[str], families: Sequence[str], mask: int,
+                info: bool, memory: bool, want_vfs: bool, procfs: bool,
+                fallbacks: list[str]) -> list[Socket]:
+    out: list[Socket] = []
+    with linux.in_netns(ref):
+        ifnames: dict[int, str | None] = {}
+
+        def ifname(index: int) -> str | None:
+            # Resolved while the thread is inside the namespace the index belongs to.
+            if index not in ifnames:
+                try:
+                    ifnames[index] = socket.if_indextoname(index)
+                except OSError:
+                    ifnames[index] = None
+            return ifnames[index]
+
+        nl: NetlinkSocket | None = None
+        if not procfs:
+            try:
+                nl = NetlinkSocket(NETLINK_SOCK_DIAG)
+            except OSError:
+                nl = None  # no sock_diag at all: every kind from /proc/net
+        try:
+            for kind, fam in _kinds(protos, families):
+                got: list[Socket] | None = None
+                if nl is not None:
+                    got = _dump_kind(nl, kind, fam, ref.name, mask, info, memory, want_vfs, ifname)
+                if got is None:
+                    got = _procfs_kind(kind, fam, ref.name, mask, ifname)
+                    fallbacks.append(f"{kind}{'6' if fam == 'inet6' else ''}")
+                out.extend(got)
+        finally:
+            if nl is not None:
+                # Our own diag socket is not part of the host's inventory.
+                own = os.fstat(nl.fileno()).st_ino
+                out = [s for s in out if s.inode != own]
+                nl.close()
+    return out
+
+
+def _kinds(protos: Sequence[str], families: Sequence[str]) -> list[tuple[str, str]]:
+    kinds: list[tuple[str, str]] = []
+    for p in protos:
+        if p in INET_PROTOS:
+            kinds.extend((p, f) for f in ("inet", "inet6") if f in families)
+        elif p in families:
+            kinds.append((p, p))
+    return kinds
+
+
+def _dump_kind(nl: NetlinkSocket, kind: str, fam: str, netns: str, mask: int, info: bool,
+               memory: bool, want_vfs: bool, ifname: Callable[[int], str | None]) -> list[Socket] | None:
+    """One sock_diag dump; None when the kernel lacks the diag handler for it."""
+    try:
+        if kind in INET_PROTOS:
+            family = socket.AF_INET if fam == "inet" else socket.AF_INET6
+            ext = 0
+            if info and kind == "tcp":
+                ext |= sockdiag.EXT_INFO | sockdiag.EXT_CONG
+            if memory:
+                ext |= sockdiag.EXT_SKMEMINFO
+            parser = sockdiag.InetParser(netns, kind, info, memory, ifname)
+            req = sockdiag.inet_request(family, kind, mask, ext)
+            return [parser.parse(m.payload) for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req)]
+        if kind == "unix":
+            req = sockdiag.unix_request(mask, want_vfs, memory)
+            return [sockdiag.parse_unix(m.payload, netns)
+                    for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req)]
+        if not mask & (1 << STATE_NUMBERS["UNCONN"]) and kind == "packet":
+            return []  # packet sockets have no connection state: always UNCONN
+        if kind == "packet":
+            req = sockdiag.packet_request(memory)
+            return [sockdiag.parse_packet(m.payload, netns, ifname)
+                    for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req)]
+        req = sockdiag.netlink_request(memory)
+        return [s for s in (sockdiag.parse_netlink(m.payload, netns)
+                            for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req))
+                if mask & (1 << STATE_NUMBERS.get(s.state, 0))]
+    except NetlinkError as exc:
+        if exc.errno in _MISSING:
+            return None
+        raise SockscopeError(f"sock_diag dump of {kind} sockets failed: {exc.strerror}") from None
+
+
+def _procfs_kind(kind: str, fam: str, netns: str, mask: int,
+                 ifname: Callable[[int], str | None]) -> list[Socket]:
+    from . import procnet
+
+    name = kind + ("6" if fam == "inet6" else "") if kind in INET_PROTOS else kind
+    return [s for s in procnet.read_sockets(name, netns)
+            if mask & (1 << STATE_NUMBERS.get(s.state, 0))]
+
+
+def _process_filter(pid: int | Iterable[int] | None, user: str | int | None,
+                    command: str | None) -> owners_mod.ProcessPredicate | None:
+    if pid is None and user is None and command is None:
+        return None
+    pids = None if pid is None else ({pid} if isinstance(pid, int) else set(pid))
+    uid: int | None = None
+    if user is not None:
+        if isinstance(user, int) or str(user).isdigit():
+            uid = int(user)
+        else:
+            import pwd
+
+            try:
+                uid = pwd.getpwnam(str(user)).pw_uid
+            except KeyError:
+                raise UsageError(f"unknown user {user!r}") from None
+
+    def keep(p: int, comm: str, puid: int) -> bool:
+        return ((pids is None or p in pids) and (uid is None or puid == uid)
+                and (command is None or comm == command))
+
+    return keep
+
+
+def _attach_owners(found: list[Socket], process_filter: owners_mod.ProcessPredicate | None,
+                   notes: list[str]) -> None:
+    wanted = {s.inode for s in found if s.inode}
+    wanted.update(s.peer_inode for s in found if s.peer_inode)
+    if not wanted:
+        return
+    omap = owners_mod.scan_owners(wanted, process_filter)
+    by_inode = omap.by_inode
+    for s in found:
+        if s.inode:
+            holders = by_inode.get(s.inode)
+            if holders:
+                s.owners = holders
+        if s.peer_inode:
+            s.peer_owners = by_inode.get(s.peer_inode, [])
+    if omap.denied and os.geteuid() != 0:
+        notes.append(
+            f"owners of other users' sockets need root ({omap.denied} processes not readable)"
+        )
+    elif omap.denied:
+        notes.append(f"{omap.denied} processes could not be inspected")
+
+
+def mark_paths(found: list[Socket]) -> None:
+    """Set ``local.exists`` on named unix sockets: is their socket file still there?"""
+    from .model import UnixAddress
+
+    for s in found:
+        local = s.local
+        if isinstance(local, UnixAddress) and not local.abstract and local.path:
+            local.exists = path_is_socket_file(local.path, s.vfs)
+
+
+def path_is_socket_file(path: str, vfs: tuple[int, int] | None) -> bool:
+    """True when ``path`` is this socket's file (same device and inode where known)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISSOCK(st.st_mode):
+        return False
+    return vfs is None or (st.st_dev, st.st_ino) == vfs
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionNeeded(f"{action} needs root (CAP_NET_ADMIN)")

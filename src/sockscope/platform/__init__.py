@@ -1,0 +1,1 @@
+"""OS-specific calls live here (Linux now); a BSD backend can join later."""

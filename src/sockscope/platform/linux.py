@@ -1,0 +1,164 @@
+"""Linux-specific calls: network namespaces (setns), constants Python lacks.
+
+Network namespaces are per thread: ``in_netns`` switches the calling thread,
+runs the body, and always switches back. Sockets opened inside keep the
+namespace they were created in, so callers open a netlink socket inside and
+use it outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sockscope.errors import PermissionNeeded, UsageError
+
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/run/netns"
+
+
+@dataclass(frozen=True, slots=True)
+class NetnsRef:
+    """A network namespace: its inode (identity), a display name, a path to open."""
+
+    inode: int
+    name: str
+    path: str
+
+
+def current_netns() -> NetnsRef:
+    path = "/proc/thread-self/ns/net"
+    inode = os.stat(path).st_ino
+    return NetnsRef(inode, display_name(inode), path)
+
+
+def display_name(inode: int, named: dict[int, str] | None = None) -> str:
+    """The name ``ip netns`` gave it; "default" for init's namespace; else net:[inode].
+
+    Where pid 1 cannot be inspected, the process's own namespace counts as default.
+    """
+    name = (_named_netns() if named is None else named).get(inode)
+    if name:
+        return name
+    try:
+        init = os.stat("/proc/1/ns/net").st_ino
+    except OSError:  # pid 1 hidden (a sandbox): take our own process's namespace
+        init = os.stat("/proc/self/ns/net").st_ino
+    return "default" if inode == init else f"net:[{inode}]"
+
+
+def _named_netns() -> dict[int, str]:
+    """Inode -> name for the namespaces ``ip netns`` created (/run/netns)."""
+    names: dict[int, str] = {}
+    try:
+        entries = os.listdir(NETNS_RUN_DIR)
+    except OSError:
+        return names
+    for name in sorted(entries):
+        try:
+            names.setdefault(os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino, name)
+        except OSError:
+            continue
+    return names
+
+
+def resolve_netns(spec: str) -> NetnsRef:
+    """A namespace named as ``ip netns`` does, by path, or by the pid of a process in it."""
+    if spec.isdigit():
+        path = f"/proc/{spec}/ns/net"
+        what = f"process {spec}"
+    elif "/" in spec:
+        path = spec
+        what = spec
+    else:
+        path = os.path.join(NETNS_RUN_DIR, spec)
+        what = f"network namespace {spec!r}"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found") from None
+    except PermissionError:
+        raise PermissionNeeded(f"cannot open {what}: permission denied") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{spec} is a directory, not a network namespace")
+    return NetnsRef(st.st_ino, display_name(st.st_ino), path)
+
+
+def all_netns() -> list[NetnsRef]:
+    """Every network namespace on the host: named ones, then those only processes hold.
+
+    Namespaces are told apart by inode; the current one comes first.
+    """
+    seen: dict[int, NetnsRef] = {}
+    here = os.stat("/proc/self/ns/net").st_ino
+    named = _named_netns()
+    seen[here] = NetnsRef(here, display_name(here, named), "/proc/self/ns/net")
+    for inode, name in named.items():
+        seen.setdefault(inode, NetnsRef(inode, name, os.path.join(NETNS_RUN_DIR, name)))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        path = f"/proc/{entry}/ns/net"
+        try:
+            inode = os.stat(path).st_ino
+        except OSError:  # exited, or another user's process without root
+            continue
+        if inode not in seen:
+            seen[inode] = NetnsRef(inode, display_name(inode, named), path)
+    return list(seen.values())
+
+
+_setns = None
+
+
+def _libc_setns(fd: int, nstype: int) -> None:
+    # os.setns arrived in Python 3.12; Debian 12 ships 3.11, so fall back to libc.
+    global _setns
+    if hasattr(os, "setns"):
+        os.setns(fd, nstype)
+        return
+    if _setns is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _setns = libc.setns
+    if _setns(fd, nstype) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextlib.contextmanager
+def in_netns(ref: NetnsRef | None) -> Iterator[None]:
+    """Run the body with the calling thread inside ``ref`` (None: stay here)."""
+    if ref is None:
+        yield
+        return
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(here).st_ino == ref.inode:
+            yield
+            return
+        try:
+            target = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UsageError(f"network namespace {ref.name} has gone") from None
+        try:
+            try:
+                _libc_setns(target, CLONE_NEWNET)
+            except PermissionError:
+                raise PermissionNeeded(
+                    f"entering network namespace {ref.name} needs root (CAP_SYS_ADMIN)"
+                ) from None
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _libc_setns(here, CLONE_NEWNET)
+    finally:
+        os.close(here)
