@@ -45,3 +45,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
     touch "$stamp"
 fi
+if [ ! -f .venv/.compiled ] || [ -n "$(find src -name "*.py" -newer .venv/.compiled -print -quit)" ]; then
+    .venv/bin/python -m compileall -q src >/dev/null
+    touch .venv/.compiled
+fi

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         filter=args.filter or None,
         netns=args.netns, all_netns=args.all_netns,
         owners=not args.no_owners,
-        info=args.info, memory=args.memory,
+        info=args.info, memory=args.memory, extended=args.extended,
         check_paths=args.unix,
         pid=args.pid, user=args.user, command=args.command,
         procfs=args.procfs,

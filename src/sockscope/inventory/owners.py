@@ -55,6 +55,21 @@ def scan_owners(
     process_filter: ProcessPredicate | None = None,
     pids: Collection[int] | None = None,
 ) -> OwnerMap:
+    return _restrict(_scan(wanted, process_filter, pids), wanted)
+
+
+def _restrict(omap: OwnerMap, wanted: Collection[int] | None) -> OwnerMap:
+    if wanted is None:
+        return omap
+    by_inode = omap.by_inode
+    return OwnerMap({i: by_inode[i] for i in wanted if i in by_inode}, omap.denied)
+
+
+def _scan(
+    wanted: Collection[int] | None,
+    process_filter: ProcessPredicate | None,
+    pids: Collection[int] | None,
+) -> OwnerMap:
     """Map socket inodes to the processes holding them.
 
     ``wanted``: only record these inodes (None: every socket). ``pids``: look
@@ -124,3 +139,79 @@ def scan_owners(
         if len(holders) > 1:
             holders.sort(key=lambda o: (o.pid, o.fd))
     return result
+
+
+class BackgroundScan:
+    """An owner scan of the whole host started before the sock_diag dump.
+
+    The scan is mostly readlink() system calls; the dump is mostly parsing.
+    On a machine with two or more cores they overlap when the scan runs in a
+    forked child that sends its findings back through a pipe. Where forking is
+    unsafe (other threads running) or there is one core, the scan runs in
+    process when ``result`` is called, with the same outcome.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._fd = -1
+        import threading
+
+        if (os.cpu_count() or 1) < 2 or threading.active_count() > 1:
+            return
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: scan, send, and leave without running any cleanup
+            code = 0
+            try:
+                os.close(read_fd)
+                _send(write_fd, _scan(None, None, None))
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        self._pid, self._fd = pid, read_fd
+
+    def result(self, wanted: Collection[int] | None) -> OwnerMap:
+        if not self._pid:
+            return scan_owners(wanted)
+        chunks = []
+        try:
+            while True:
+                chunk = os.read(self._fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self._fd)
+            _, status = os.waitpid(self._pid, 0)
+        if status != 0:
+            return scan_owners(wanted)  # the child failed: do it here
+        return _restrict(_receive(b"".join(chunks)), wanted)
+
+
+def _send(fd: int, omap: OwnerMap) -> None:
+    import marshal
+
+    rows = [(inode, o.pid, o.fd, o.command, o.uid) for inode, holders in omap.by_inode.items()
+            for o in holders]
+    data = marshal.dumps((rows, omap.denied))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.close(fd)
+
+
+def _receive(data: bytes) -> OwnerMap:
+    import marshal
+
+    rows, denied = marshal.loads(data)
+    by_inode: dict[int, list[Owner]] = {}
+    for inode, pid, fd, command, uid in rows:
+        owner = Owner(pid, command, fd, user_name(uid), uid)
+        holders = by_inode.get(inode)
+        if holders is None:
+            by_inode[inode] = [owner]
+        else:
+            holders.append(owner)
+    return OwnerMap(by_inode, denied)

@@ -66,6 +66,7 @@ def collect(
     owners: bool = True,
     info: bool = False,
     memory: bool = False,
+    extended: bool = False,
     check_paths: bool = False,
     pid: int | Iterable[int] | None = None,
     user: str | int | None = None,
@@ -79,7 +80,8 @@ def collect(
     ``states``: kernel state names (ESTABLISHED, LISTEN, ...); ``listening``
     True keeps listeners only, False drops them. ``filter``: an ss filter
     expression. ``netns``: a name, path or pid (or several); ``all_netns``:
-    every namespace on the host. ``pid``/``user``/``command``: keep sockets held
+    every namespace on the host. ``info``: tcp_info; ``memory``: socket
+    memory; ``extended``: cgroup id and mark. ``pid``/``user``/``command``: keep sockets held
     by matching processes. ``procfs``: read /proc/net even where sock_diag works.
     """
     protos = _as_tuple(proto, PROTOS, "protocol")
@@ -105,18 +107,20 @@ def collect(
         mask &= flt.kernel_states
 
     refs = _namespaces(netns, all_netns)
+    process_filter = _process_filter(pid, user, command)
+    # Start the owner scan now so that it overlaps the dumps (see BackgroundScan).
+    scan = owners_mod.BackgroundScan() if owners and process_filter is None else None
     notes: list[str] = []
     fallbacks: list[str] = []
     found: list[Socket] = []
     for ref in refs:
-        found.extend(_dump_netns(ref, protos, families, mask, info, memory, check_paths,
-                                 procfs, fallbacks))
+        found.extend(_dump_netns(ref, protos, families, mask, info, memory, extended,
+                                 check_paths, procfs, fallbacks))
 
     if flt is not None:
         found = [s for s in found if flt.match(s)]
-    process_filter = _process_filter(pid, user, command)
     if owners or process_filter is not None:
-        _attach_owners(found, process_filter, notes)
+        _attach_owners(found, process_filter, notes, scan)
         if process_filter is not None:
             found = [s for s in found if s.owners]
     if check_paths:
@@ -147,7 +151,7 @@ def _namespaces(netns: str | Sequence[str] | None, all_netns: bool) -> list[linu
 
 
 def _dump_netns(ref: linux.NetnsRef, protos: Sequence[str], families: Sequence[str], mask: int,
-                info: bool, memory: bool, want_vfs: bool, procfs: bool,
+                info: bool, memory: bool, extended: bool, want_vfs: bool, procfs: bool,
                 fallbacks: list[str]) -> list[Socket]:
     out: list[Socket] = []
     with linux.in_netns(ref):
@@ -172,7 +176,8 @@ def _dump_netns(ref: linux.NetnsRef, protos: Sequence[str], families: Sequence[s
             for kind, fam in _kinds(protos, families):
                 got: list[Socket] | None = None
                 if nl is not None:
-                    got = _dump_kind(nl, kind, fam, ref.name, mask, info, memory, want_vfs, ifname)
+                    got = _dump_kind(nl, kind, fam, ref.name, mask, info, memory, extended,
+                                     want_vfs, ifname)
                 if got is None:
                     got = _procfs_kind(kind, fam, ref.name, mask, ifname)
                     fallbacks.append(f"{kind}{'6' if fam == 'inet6' else ''}")
@@ -197,7 +202,8 @@ def _kinds(protos: Sequence[str], families: Sequence[str]) -> list[tuple[str, st
 
 
 def _dump_kind(nl: NetlinkSocket, kind: str, fam: str, netns: str, mask: int, info: bool,
-               memory: bool, want_vfs: bool, ifname: Callable[[int], str | None]) -> list[Socket] | None:
+               memory: bool, extended: bool, want_vfs: bool,
+               ifname: Callable[[int], str | None]) -> list[Socket] | None:
     """One sock_diag dump; None when the kernel lacks the diag handler for it."""
     try:
         if kind in INET_PROTOS:
@@ -207,9 +213,12 @@ def _dump_kind(nl: NetlinkSocket, kind: str, fam: str, netns: str, mask: int, in
                 ext |= sockdiag.EXT_INFO | sockdiag.EXT_CONG
             if memory:
                 ext |= sockdiag.EXT_SKMEMINFO
-            parser = sockdiag.InetParser(netns, kind, info, memory, ifname)
+            parser = sockdiag.InetParser(netns, kind, info, memory, ifname, extended)
             req = sockdiag.inet_request(family, kind, mask, ext)
-            return [parser.parse(m.payload) for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req)]
+            out: list[Socket] = []
+            for batch in nl.dump_payloads(sockdiag.SOCK_DIAG_BY_FAMILY, req):
+                out.extend(parser.parse_all(batch))
+            return out
         if kind == "unix":
             req = sockdiag.unix_request(mask, want_vfs, memory)
             return [sockdiag.parse_unix(m.payload, netns)
@@ -264,12 +273,15 @@ def _process_filter(pid: int | Iterable[int] | None, user: str | int | None,
 
 
 def _attach_owners(found: list[Socket], process_filter: owners_mod.ProcessPredicate | None,
-                   notes: list[str]) -> None:
+                   notes: list[str], scan: owners_mod.BackgroundScan | None) -> None:
     wanted = {s.inode for s in found if s.inode}
     wanted.update(s.peer_inode for s in found if s.peer_inode)
-    if not wanted:
+    if scan is not None:
+        omap = scan.result(wanted)  # always collected, so the child is reaped
+    elif not wanted:
         return
-    omap = owners_mod.scan_owners(wanted, process_filter)
+    else:
+        omap = owners_mod.scan_owners(wanted, process_filter)
     by_inode = omap.by_inode
     for s in found:
         if s.inode:
