@@ -34,7 +34,26 @@ _EXPORTS = {
     "UsageError": "sockscope.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "InetAddress",
+    "Interface",
+    "Memory",
+    "NetlinkAddress",
+    "Owner",
+    "PacketAddress",
+    "Socket",
+    "SocketEvent",
+    "SockscopeError",
+    "TcpInfo",
+    "UnixAddress",
+    "UsageError",
+    "__version__",
+    "interfaces",
+    "kill_sockets",
+    "parse_filter",
+    "sockets",
+    "watch",
+]
 
 if TYPE_CHECKING:
     from sockscope.errors import SockscopeError, UsageError

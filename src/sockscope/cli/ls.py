@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from sockscope.inventory.model import InetAddress, Owner, Socket, UnixAddress
-from sockscope.inventory.query import Inventory, collect
+from sockscope.inventory.query import Inventory, PendingInventory, start
 
 from . import output
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         families = (["inet"] if args.ipv4 else []) + (["inet6"] if args.ipv6 else [])
         if not protos:
             protos = ["tcp", "udp", "raw"]
-    inv = collect(
+    pending = start(
         protos or None, families,
         listening=True if args.listening else None,
         filter=args.filter or None,
@@ -87,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
         pid=args.pid, user=args.user, command=args.command,
         procfs=args.procfs,
     )
-    for note in inv.notes:
-        sys.stderr.write(f"sockscope ls: {note}\n")
+    if not (args.json or args.jsonl or args.csv):
+        text, inv = format_table(pending, args)
+        _notes(inv)
+        output.write(text)
+        return 0
+    inv = pending.finish()
+    _notes(inv)
     socks = inv.sockets
     if args.json:
         output.write(output.dump_json([s.to_dict() for s in socks]))
@@ -96,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
         output.write(output.dump_jsonl(s.to_dict() for s in socks))
     elif args.csv:
         output.write(output.dump_csv(CSV_HEADERS, (csv_row(s) for s in socks)))
-    else:
-        output.write(format_table(inv, args))
     return 0
+
+
+def _notes(inv: Inventory) -> None:
+    for note in inv.notes:
+        sys.stderr.write(f"sockscope ls: {note}\n")
 
 
 def _run_stale(args: argparse.Namespace) -> int:
@@ -175,8 +183,10 @@ def _owners(owners: Sequence[Owner]) -> str:
     return ",".join(f"{o.command}[{o.pid}]:{o.fd}" for o in owners)
 
 
-def format_table(inv: Inventory, args: argparse.Namespace) -> str:
-    socks = inv.sockets
+def format_table(pending: PendingInventory, args: argparse.Namespace) -> tuple[str, Inventory]:
+    """The table, built while the owner scan finishes: every column but the
+    last is formatted first, then ``finish()`` waits for owners."""
+    socks = pending.sockets
     names = _Names() if args.resolve else None
     show_ns = bool(args.all_netns or (args.netns and len(args.netns) > 1))
     # unix peers: name the other end by its bound path when it has one (ss does the same)
@@ -198,6 +208,9 @@ def format_table(inv: Inventory, args: argparse.Namespace) -> str:
             detail = _details(s, args.info, args.memory)
             if detail:
                 extra[len(rows) - 1] = detail
+    inv = pending.finish()
+    for row, s in zip(rows, socks, strict=True):
+        row.append(_process_cell(s))
     right = [2, 3] if not show_ns else [3, 4]
     text = output.table(headers, rows, right=right, header=not args.no_header)
     if extra:
@@ -206,25 +219,29 @@ def format_table(inv: Inventory, args: argparse.Namespace) -> str:
         for idx in sorted(extra, reverse=True):
             lines.insert(idx + offset + 1, "\t" + extra[idx])
         text = "\n".join(lines)
-    if args.unix:
-        text = text.replace(" (gone)", " (gone)")
-    return text
+    return text, inv
+
+
+def _process_cell(s: Socket) -> str:
+    proc = _owners(s.owners) if s.owners else ""
+    if s.peer_owners:
+        proc = f"{proc} -> {_owners(s.peer_owners)}" if proc else f"-> {_owners(s.peer_owners)}"
+    return proc
 
 
 def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: bool,
          extended: bool) -> list[str]:
-    netid = s.proto if s.family not in ("unix", "packet") else NETIDS.get((s.family, s.type), s.proto)
-    if s.proto == "netlink":
-        netid = "nl"
     local = s.local
     remote = s.remote
     if isinstance(local, InetAddress):
-        lo = _inet(local, s.proto, names)
+        netid = s.proto
+        lo = _inet(local, netid, names)
         if s.interface:
             host, _, port = lo.rpartition(":")
             lo = f"{host}%{s.interface}:{port}"
-        re = _inet(remote, s.proto, names) if isinstance(remote, InetAddress) else "*"
+        re = "*:*" if remote is None else _inet(remote, netid, names)  # type: ignore[arg-type]
     else:
+        netid = "nl" if s.proto == "netlink" else NETIDS.get((s.family, s.type), s.proto)
         lo = "*" if local is None else str(local)
         if isinstance(local, UnixAddress) and local.exists is False:
             lo += " (gone)"
@@ -235,9 +252,6 @@ def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: b
                 re = f"{unix_names.get(s.peer_inode, '*')} {s.peer_inode}"
         elif remote is not None:
             re = str(remote)
-    proc = _owners(s.owners)
-    if s.peer_owners:
-        proc = f"{proc} -> {_owners(s.peer_owners)}" if proc else f"-> {_owners(s.peer_owners)}"
     row = [netid, s.state, str(s.recv_q), str(s.send_q), lo, re]
     if show_ns:
         row.insert(0, s.netns)
@@ -247,7 +261,6 @@ def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: b
         row += [user_label(s.uid) if s.uid is not None else "-", str(s.inode),
                 str(s.cookie) if s.cookie is not None else "-",
                 str(s.cgroup_id) if s.cgroup_id is not None else "-"]
-    row.append(proc)
     return row
 
 

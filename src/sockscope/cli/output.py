@@ -17,22 +17,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable
     The last column is never padded (it holds free text such as process lists)."""
     ncols = len(headers)
     widths = [len(h) if header else 0 for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            if len(cell) > widths[i]:
-                widths[i] = len(cell)
+    if rows:
+        # Column-wise max in C: this runs over 20,000 rows for a busy host.
+        for i, column in enumerate(zip(*rows, strict=True)):
+            widths[i] = max(widths[i], max(map(len, column)))
     right_set = set(right)
     parts = []
     for i in range(ncols):
         if i == ncols - 1:
             parts.append("{}")
         elif i in right_set:
-            parts.append("{:>%d}" % widths[i])
+            parts.append(f"{{:>{widths[i]}}}")
         else:
-            parts.append("{:<%d}" % widths[i])
+            parts.append(f"{{:<{widths[i]}}}")
     fmt = " ".join(parts).format
     lines = [fmt(*headers).rstrip()] if header else []
-    lines.extend(fmt(*row).rstrip() for row in rows)
+    lines.extend([fmt(*row) for row in rows])
     return "\n".join(lines) + "\n" if lines else ""
 
 

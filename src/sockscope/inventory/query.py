@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec
 
 from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
 from sockscope.netlink import sockdiag
@@ -26,6 +26,8 @@ from .model import ALL_STATES_MASK, STATE_NUMBERS, Socket
 
 if TYPE_CHECKING:
     from .filter import SocketFilter
+
+P = ParamSpec("P")
 
 PROTOS = ("tcp", "udp", "raw", "unix", "packet", "netlink")
 INET_PROTOS = ("tcp", "udp", "raw")
@@ -54,13 +56,34 @@ def _as_tuple(value: str | Iterable[str] | None, allowed: Sequence[str], what: s
     return items
 
 
-def collect(
+class PendingInventory:
+    """Sockets dumped and filtered, owners still being looked up.
+
+    The owner scan runs beside the dump (see BackgroundScan); a caller with
+    other work to do (the CLI formats its table) does it before ``finish``.
+    """
+
+    def __init__(self, found: list[Socket], notes: list[str], fallbacks: list[str],
+                 scan: owners_mod.BackgroundScan | None) -> None:
+        self.sockets = found
+        self._notes = notes
+        self._fallbacks = sorted(set(fallbacks))
+        self._scan = scan
+
+    def finish(self) -> Inventory:
+        if self._scan is not None:
+            scan, self._scan = self._scan, None
+            _attach_owners(self.sockets, None, self._notes, scan)
+        return Inventory(self.sockets, self._notes, self._fallbacks)
+
+
+def start(
     proto: str | Iterable[str] | None = None,
     family: str | Iterable[str] | None = None,
     *,
     states: Iterable[str] | None = None,
     listening: bool | None = None,
-    filter: str | Sequence[str] | None = None,  # noqa: A002 - the name users know from ss
+    filter: str | Sequence[str] | None = None,
     netns: str | Sequence[str] | None = None,
     all_netns: bool = False,
     owners: bool = True,
@@ -72,8 +95,8 @@ def collect(
     user: str | int | None = None,
     command: str | None = None,
     procfs: bool = False,
-) -> Inventory:
-    """Sockets matching every condition given, with their owners.
+) -> PendingInventory:
+    """Sockets matching every condition given; owners attached by ``finish()``.
 
     ``proto``: tcp, udp, raw, unix, packet, netlink (default: all).
     ``family``: inet, inet6, unix, packet, netlink (default: all).
@@ -113,28 +136,43 @@ def collect(
     notes: list[str] = []
     fallbacks: list[str] = []
     found: list[Socket] = []
-    for ref in refs:
-        found.extend(_dump_netns(ref, protos, families, mask, info, memory, extended,
-                                 check_paths, procfs, fallbacks))
-
+    try:
+        for ref in refs:
+            found.extend(_dump_netns(ref, protos, families, mask, info, memory, extended,
+                                     check_paths, procfs, fallbacks))
+    except BaseException:
+        if scan is not None:
+            scan.result(())  # reap the scanning child before the error goes up
+        raise
     if flt is not None:
         found = [s for s in found if flt.match(s)]
-    if owners or process_filter is not None:
-        _attach_owners(found, process_filter, notes, scan)
-        if process_filter is not None:
-            found = [s for s in found if s.owners]
+    if process_filter is not None:
+        _attach_owners(found, process_filter, notes, None)
+        found = [s for s in found if s.owners]
     if check_paths:
         mark_paths(found)
-    return Inventory(found, notes, sorted(set(fallbacks)))
+    return PendingInventory(found, notes, fallbacks, scan)
 
 
-def sockets(
-    proto: str | Iterable[str] | None = None,
-    family: str | Iterable[str] | None = None,
-    **kwargs: object,
-) -> list[Socket]:
-    """The socket inventory as a list of ``Socket`` (see ``collect`` for arguments)."""
-    return collect(proto, family, **kwargs).sockets  # type: ignore[arg-type]
+def _finished(fn: Callable[P, PendingInventory]) -> Callable[P, Inventory]:
+    def collect(*args: P.args, **kwargs: P.kwargs) -> Inventory:
+        return fn(*args, **kwargs).finish()
+
+    collect.__doc__ = "Like ``start``, with owners attached: an ``Inventory``.\n" + (fn.__doc__ or "")
+    return collect
+
+
+def _listed(fn: Callable[P, PendingInventory]) -> Callable[P, list[Socket]]:
+    def sockets(*args: P.args, **kwargs: P.kwargs) -> list[Socket]:
+        return fn(*args, **kwargs).finish().sockets
+
+    sockets.__doc__ = "The socket inventory as a list of ``Socket``.\n" + (fn.__doc__ or "")
+    return sockets
+
+
+# Same arguments as ``start``, typed through ParamSpec rather than written out thrice.
+collect = _finished(start)
+sockets = _listed(start)
 
 
 def _namespaces(netns: str | Sequence[str] | None, all_netns: bool) -> list[linux.NetnsRef]:

@@ -47,7 +47,7 @@ class Message:
 
     __slots__ = ("flags", "payload", "pid", "seq", "type")
 
-    def __init__(self, type: int, flags: int, seq: int, pid: int, payload: memoryview) -> None:  # noqa: A002
+    def __init__(self, type: int, flags: int, seq: int, pid: int, payload: memoryview) -> None:
         self.type = type
         self.flags = flags
         self.seq = seq

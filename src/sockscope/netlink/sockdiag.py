@@ -89,7 +89,7 @@ def destroy_request(sock: Socket) -> bytes:
 
 # The same header per family, with the address fields cut to their real size so
 # that the hot loop never slices: IPv4 uses the first 4 of the 16 bytes.
-_INET_MSG_BY_FAMILY: Final = {
+_INET_MSG_BY_FAMILY: Final[dict[int, struct.Struct]] = {
     socket.AF_INET: struct.Struct("=BBBBHH4s12x4s12xIIIIIIII"),
     socket.AF_INET6: struct.Struct("=BBBBHH16s16sIIIIIIII"),
 }
@@ -125,8 +125,8 @@ class InetParser:
         netns, proto, stype = self.netns, self.proto, self.type
         states = STATE_NAMES
         ntop = socket.inet_ntop
-        zero = {socket.AF_INET: bytes(4), socket.AF_INET6: bytes(16)}
-        family_name = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
+        zero: dict[int, bytes] = {socket.AF_INET: bytes(4), socket.AF_INET6: bytes(16)}
+        family_name: dict[int, str] = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
         header_size = INET_MSG.size if self.want_attrs else 1 << 30
         for payload in payloads:
             family = payload[0]
@@ -355,7 +355,8 @@ def parse_packet(payload: memoryview, netns: str, ifname: Callable[[int], str | 
 
 # --- netlink ----------------------------------------------------------------
 NETLINK_REQ = struct.Struct("=BBHIIII")  # family, protocol, pad, ino, show, cookie[2]
-NETLINK_MSG = struct.Struct("=BBBBIIIIII")  # family type protocol state portid dst_portid dst_group ino cookie[2]
+# family type protocol state portid dst_portid dst_group ino cookie[2]
+NETLINK_MSG = struct.Struct("=BBBBIIIIII")
 NDIAG_PROTO_ALL: Final = 255
 NDIAG_SHOW_MEMINFO: Final = 0x01
 NDIAG_SHOW_GROUPS: Final = 0x02
