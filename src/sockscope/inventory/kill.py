@@ -32,7 +32,7 @@ class KillResult:
 
 
 def kill_sockets(
-    filter: str | Sequence[str],  # noqa: A002 - the name ss users know
+    filter: str | Sequence[str],
     *,
     proto: str | Sequence[str] = ("tcp", "udp"),
     netns: str | None = None,
