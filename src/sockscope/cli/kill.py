@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from sockscope.inventory.kill import kill_sockets
+from sockscope.inventory.model import InetAddress
 
 from . import output
-from .ls import _inet, _owners
+from .ls import inet_text, owners_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
         lines = []
         for r in results:
             s = r.socket
-            peer = _inet(s.remote, s.proto, None) if s.remote is not None else "*"  # type: ignore[arg-type]
-            what = f"{s.proto} {s.state} {_inet(s.local, s.proto, None)} {peer}"  # type: ignore[arg-type]
-            owners = _owners(s.owners)
+            assert isinstance(s.local, InetAddress)  # kill_sockets only returns inet sockets
+            peer = inet_text(s.remote, s.proto) if isinstance(s.remote, InetAddress) else "*:*"
+            what = f"{s.proto} {s.state} {inet_text(s.local, s.proto)} {peer}"
+            owners = owners_text(s.owners)
             status = verb if r.ok else f"failed ({r.error})"
             lines.append(f"{status} {what}{' ' + owners if owners else ''}\n")
         output.write("".join(lines))

@@ -162,7 +162,8 @@ class _Names:
         return name
 
 
-def _inet(addr: InetAddress, proto: str, names: _Names | None) -> str:
+def inet_text(addr: InetAddress, proto: str, names: _Names | None = None) -> str:
+    """host:port as ss prints it (wildcards as *, IPv6 in brackets)."""
     host = addr.address
     if host in ("0.0.0.0", "::"):
         host = "*"
@@ -179,7 +180,8 @@ def _inet(addr: InetAddress, proto: str, names: _Names | None) -> str:
     return f"{host}:{port}"
 
 
-def _owners(owners: Sequence[Owner]) -> str:
+def owners_text(owners: Sequence[Owner]) -> str:
+    """command[pid]:fd for each holder, comma-separated."""
     return ",".join(f"{o.command}[{o.pid}]:{o.fd}" for o in owners)
 
 
@@ -223,9 +225,9 @@ def format_table(pending: PendingInventory, args: argparse.Namespace) -> tuple[s
 
 
 def _process_cell(s: Socket) -> str:
-    proc = _owners(s.owners) if s.owners else ""
+    proc = owners_text(s.owners) if s.owners else ""
     if s.peer_owners:
-        proc = f"{proc} -> {_owners(s.peer_owners)}" if proc else f"-> {_owners(s.peer_owners)}"
+        proc = f"{proc} -> {owners_text(s.peer_owners)}" if proc else f"-> {owners_text(s.peer_owners)}"
     return proc
 
 
@@ -235,11 +237,11 @@ def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: b
     remote = s.remote
     if isinstance(local, InetAddress):
         netid = s.proto
-        lo = _inet(local, netid, names)
+        lo = inet_text(local, netid, names)
         if s.interface:
             host, _, port = lo.rpartition(":")
             lo = f"{host}%{s.interface}:{port}"
-        re = "*:*" if remote is None else _inet(remote, netid, names)  # type: ignore[arg-type]
+        re = "*:*" if remote is None else inet_text(remote, netid, names)  # type: ignore[arg-type]
     else:
         netid = "nl" if s.proto == "netlink" else NETIDS.get((s.family, s.type), s.proto)
         lo = "*" if local is None else str(local)

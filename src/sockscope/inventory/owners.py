@@ -164,7 +164,10 @@ class BackgroundScan:
             code = 0
             try:
                 os.close(read_fd)
-                _send(write_fd, _scan(None, None, None))
+                # The child holds copies of all its parent's fds: leave itself out.
+                me = os.getpid()
+                pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+                _send(write_fd, _scan(None, None, pids))
             except BaseException:
                 code = 1
             finally:

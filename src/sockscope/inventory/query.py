@@ -217,7 +217,7 @@ def _dump_netns(ref: linux.NetnsRef, protos: Sequence[str], families: Sequence[s
                     got = _dump_kind(nl, kind, fam, ref.name, mask, info, memory, extended,
                                      want_vfs, ifname)
                 if got is None:
-                    got = _procfs_kind(kind, fam, ref.name, mask, ifname)
+                    got = _procfs_kind(kind, fam, ref.name, mask)
                     fallbacks.append(f"{kind}{'6' if fam == 'inet6' else ''}")
                 out.extend(got)
         finally:
@@ -277,8 +277,7 @@ def _dump_kind(nl: NetlinkSocket, kind: str, fam: str, netns: str, mask: int, in
         raise SockscopeError(f"sock_diag dump of {kind} sockets failed: {exc.strerror}") from None
 
 
-def _procfs_kind(kind: str, fam: str, netns: str, mask: int,
-                 ifname: Callable[[int], str | None]) -> list[Socket]:
+def _procfs_kind(kind: str, fam: str, netns: str, mask: int) -> list[Socket]:
     from . import procnet
 
     name = kind + ("6" if fam == "inet6" else "") if kind in INET_PROTOS else kind
