@@ -114,6 +114,7 @@ def start(
         from .filter import parse_filter
 
         flt = parse_filter(filter)
+        extended = extended or flt.needs_extended  # fwmark/cgroup tests need those attributes
     mask = ALL_STATES_MASK
     if states is not None:
         mask = 0
