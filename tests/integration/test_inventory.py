@@ -298,13 +298,15 @@ def test_owners_need_root_note_for_unprivileged_user() -> None:
     pid = os.fork()
     if pid == 0:
         try:
-            os.dup2(write_fd, 2)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            # pytest has replaced sys.stdout/err with capture objects: point them at fds.
+            sys.stderr = os.fdopen(write_fd, "w")
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until _exit
             os.setgid(65534)
             os.setuid(65534)
             from sockscope.cli.main import main
 
             code = main(["ls", "-t"])
+            sys.stderr.flush()
         except BaseException:
             code = 99
         os._exit(code)
