@@ -300,7 +300,7 @@ def test_owners_need_root_note_for_unprivileged_user() -> None:
         try:
             # pytest has replaced sys.stdout/err with capture objects: point them at fds.
             sys.stderr = os.fdopen(write_fd, "w")
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until _exit
+            sys.stdout = open(os.devnull, "w")
             os.setgid(65534)
             os.setuid(65534)
             from sockscope.cli.main import main

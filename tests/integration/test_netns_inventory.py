@@ -9,9 +9,8 @@ import subprocess
 import sys
 from typing import Any
 
-from topology import Netns, Topology
-
 import sockscope
+from topology import Netns, Topology
 
 CLI = [sys.executable, "-m", "sockscope"]
 
