@@ -11,6 +11,7 @@ from sockscope.inventory.query import Inventory, PendingInventory, start
 
 from . import output
 
+RAW_PROTOCOLS = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 255: "raw"}
 NETIDS = {
     ("unix", "stream"): "u_str", ("unix", "dgram"): "u_dgr", ("unix", "seqpacket"): "u_seq",
     ("packet", "raw"): "p_raw", ("packet", "dgram"): "p_dgr",
@@ -238,6 +239,9 @@ def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: b
     if isinstance(local, InetAddress):
         netid = s.proto
         lo = inet_text(local, netid, names)
+        if netid == "raw" and s.protocol_number is not None:
+            # A raw socket's "port" is its IP protocol; ss prints it by name too.
+            lo = f"{lo.rpartition(':')[0]}:{RAW_PROTOCOLS.get(s.protocol_number, s.protocol_number)}"
         if s.interface:
             host, _, port = lo.rpartition(":")
             lo = f"{host}%{s.interface}:{port}"

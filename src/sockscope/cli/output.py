@@ -32,7 +32,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable
             parts.append(f"{{:<{widths[i]}}}")
     fmt = " ".join(parts).format
     lines = [fmt(*headers).rstrip()] if header else []
-    lines.extend([fmt(*row) for row in rows])
+    # An empty last cell would leave padding at the end of the line.
+    lines.extend([fmt(*row) if row[-1] else fmt(*row).rstrip() for row in rows])
     return "\n".join(lines) + "\n" if lines else ""
 
 
