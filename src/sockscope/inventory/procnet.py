@@ -1,10 +1,17 @@
 """The /proc/net fallback: sans-IO parsers of the kernel's socket tables.
 
-Used where a sock_diag handler is missing (this project's CI kernel has no
-raw_diag, so raw sockets always come from here) or when asked (``--procfs``).
-procfs gives less than sock_diag: no cookies, no unix queues or peers, no
-tcp_info. Files are read from /proc/thread-self/net, which follows the
-calling thread's network namespace (the inventory switches it with setns).
+sock_diag is the inventory's source of truth; these tables are read where a
+diag handler is missing (kernels without raw_diag list raw sockets only here)
+or when asked (``--procfs``). procfs tells less than sock_diag: no cookies, no
+unix queues, peers or uids, no netlink socket type, no tcp_info. The parsers
+take the file text so they can be tested on recorded files; ``read_sockets``
+does the reading, from /proc/thread-self/net, which follows the calling
+thread's network namespace (the inventory switches it with setns) where
+/proc/net would follow the whole process's.
+
+Formats are those of the kernel's seq_show functions: tcp4_seq_show,
+udp4_format_sock, raw_sock_seq_show (and their IPv6 twins), unix_seq_show,
+packet_seq_show, netlink_seq_show.
 """
 
 from __future__ import annotations
@@ -12,166 +19,261 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 
 from .model import STATE_NAMES, InetAddress, NetlinkAddress, PacketAddress, Socket, UnixAddress
 
-INET_KINDS = {
+# /proc/net table name -> (proto, family)
+INET_TABLES: dict[str, tuple[str, str]] = {
     "tcp": ("tcp", "inet"), "tcp6": ("tcp", "inet6"),
     "udp": ("udp", "inet"), "udp6": ("udp", "inet6"),
     "raw": ("raw", "inet"), "raw6": ("raw", "inet6"),
 }
-_TYPES = {"tcp": "stream", "udp": "dgram", "raw": "raw"}
+TABLES = frozenset([*INET_TABLES, "unix", "packet", "netlink"])
+
+_INET_TYPES = {"tcp": "stream", "udp": "dgram", "raw": "raw"}
+_ADDRESS_WIDTH = {"inet": 8, "inet6": 32}  # hex digits of the address before ":port"
+# The st column is the kernel state number as %02X; looking the text up skips an int().
+_STATE_BY_HEX = {f"{num:02X}": name for num, name in STATE_NAMES.items()}
+_TCP_TIMERS = {1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
+_EMPTY_QUEUES = "00000000:00000000"  # tx:rx of an idle socket, the common case
+
 _UNIX_TYPES = {1: "stream", 2: "dgram", 5: "seqpacket"}
+_SO_ACCEPTCON = 0x10000  # the Flags bit unix_seq_show sets on listeners
+# The St column is a socket_state derived from sk_state: SS_CONNECTED (3) for an
+# established socket. The other values matter only on lines we skip (see
+# parse_unix): 2 is printed for an established socket without a struct socket
+# (ss's procfs path calls that SYN_SENT, though unix sockets have no such state).
+_UNIX_CONNECTED = "03"
+
 _PACKET_TYPES = {2: "dgram", 3: "raw"}
-_TIMERS = {1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
-_SO_ACCEPTCON = 0x10000  # unix socket Flags bit of a listener
-_NETLINK_NAMES = {
+NETLINK_PROTOCOLS: dict[int, str] = {
     0: "route", 2: "usersock", 4: "sock_diag", 5: "nflog", 6: "xfrm", 7: "selinux",
     8: "iscsi", 9: "audit", 10: "fib_lookup", 11: "connector", 12: "netfilter",
     13: "ip6_fw", 14: "dnrtmsg", 15: "kobject_uevent", 16: "generic",
     18: "scsitransport", 19: "ecryptfs", 20: "rdma", 21: "crypto", 22: "smc",
 }
-_LITTLE = sys.byteorder == "little"
 
 
-def _addr_decoder(family: str) -> Callable[[str], str]:
-    """Hex address text -> printable address. The kernel prints each 32-bit word
-    of the address as a host-order integer, so on little-endian hosts every
-    4-byte group comes out reversed."""
-    cache: dict[str, str] = {}
-    af = socket.AF_INET if family == "inet" else socket.AF_INET6
+def decode_address(hex_text: str, family: str) -> str:
+    """An address as /proc/net prints it -> its usual text form.
 
-    def decode(text: str) -> str:
-        out = cache.get(text)
-        if out is None:
-            raw = bytes.fromhex(text)
-            if _LITTLE:
-                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-            out = cache[text] = socket.inet_ntop(af, raw)
-        return out
+    The kernel prints each 32-bit word of the (network order) address with %08X,
+    i.e. as a host-order integer, so on a little-endian host every 4-byte group
+    comes out byte-reversed. inet_ntop is what sock_diag's parser uses too, so
+    both sources spell an address the same way ("::ffff:1.2.3.4" stays mapped).
+    """
+    raw = bytes.fromhex(hex_text)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if family == "inet" else socket.AF_INET6, raw)
 
-    return decode
+
+def _rows(text: str, min_fields: int, table: str, maxsplit: int = -1) -> Iterator[list[str]]:
+    """The whitespace-split lines after the header, blank lines skipped.
+
+    Splits on "\\n" only: str.splitlines would also break on \\x1c, \\x85 and the
+    like, which may occur inside a unix socket path. A generator, so that only
+    one line's fields are alive at a time (a list of them all costs a third of
+    the parse time in allocation and GC on a big table).
+    """
+    for line in text.split("\n")[1:]:
+        fields = line.split(None, maxsplit)
+        if not fields:
+            continue
+        if len(fields) < min_fields:
+            raise ValueError(f"/proc/net/{table}: unexpected line {line!r}")
+        yield fields
 
 
 def parse_inet(text: str, proto: str, family: str, netns: str) -> list[Socket]:
-    """/proc/net/{tcp,udp,raw}[6]: one socket per line after the header."""
-    decode = _addr_decoder(family)
-    stype = _TYPES[proto]
-    ticks = os.sysconf("SC_CLK_TCK")
+    """/proc/net/{tcp,udp,raw}[6]. Columns: sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+
+    For raw sockets the kernel prints the IP protocol where the local port would
+    be (and 0 as the remote port); it becomes ``protocol_number`` and both ports
+    are 0. A listener's rx_queue is its accept queue and its tx_queue is 0
+    (sock_diag gives the backlog limit there).
+
+    This is the hot path on big hosts (20,000 lines), hence the local-variable
+    style and the memo of decoded addresses (a host has few).
+    """
+    if proto not in _INET_TYPES or family not in _ADDRESS_WIDTH:
+        raise ValueError(f"not an inet table: {proto!r}/{family!r}")
+    table = proto + ("6" if family == "inet6" else "")
+    stype = _INET_TYPES[proto]
+    width = _ADDRESS_WIDTH[family]
+    unspecified = "0" * width
+    is_raw, is_tcp = proto == "raw", proto == "tcp"
+    ticks = os.sysconf("SC_CLK_TCK")  # the tm->when column is in clock ticks (USER_HZ)
+    names: dict[str, str] = {}
+    states = _STATE_BY_HEX
     out: list[Socket] = []
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 10:
-            continue
-        local_hex, lport_hex = f[1].split(":")
-        remote_hex, rport_hex = f[2].split(":")
-        tx, rx = f[4].split(":")
-        timer, when = f[5].split(":")
-        lport, rport = int(lport_hex, 16), int(rport_hex, 16)
-        state = int(f[3], 16)
-        remote_addr = decode(remote_hex)
-        remote = None
-        if rport or remote_hex.strip("0"):
-            remote = InetAddress(remote_addr, 0 if proto == "raw" else rport)
+    append = out.append
+    # maxsplit: the columns after inode (refcount, pointer, drops...) go unused.
+    for f in _rows(text, 10, table, 10):
+        local_field, remote_field, tx_rx = f[1], f[2], f[4]
+        local_hex, remote_hex = local_field[:width], remote_field[:width]
+        local_text = names.get(local_hex)
+        if local_text is None:
+            local_text = names[local_hex] = decode_address(local_hex, family)
+        lport = int(local_field[width + 1 :], 16)
+        rport = int(remote_field[width + 1 :], 16)
+        remote: InetAddress | None = None
+        if rport or remote_hex != unspecified:  # an all-zero peer: not connected
+            remote_text = names.get(remote_hex)
+            if remote_text is None:
+                remote_text = names[remote_hex] = decode_address(remote_hex, family)
+            remote = InetAddress(remote_text, rport)
+        if tx_rx == _EMPTY_QUEUES:
+            tx = rx = 0
+        else:
+            tx, rx = int(tx_rx[:8], 16), int(tx_rx[9:], 16)
         sock = Socket(
-            netns, family, proto, stype, STATE_NAMES.get(state, str(state)),
-            InetAddress(decode(local_hex), 0 if proto == "raw" else lport), remote,
-            int(rx, 16), int(tx, 16), int(f[9]), int(f[7]), source="procfs",
+            netns, family, proto, stype, states.get(f[3]) or str(int(f[3], 16)),
+            InetAddress(local_text, 0 if is_raw else lport), remote, rx, tx,
+            int(f[9]), int(f[7]), source="procfs",
         )
-        if proto == "raw":
-            sock.protocol_number = lport  # the "port" column of a raw socket is its protocol
-        timer_num = int(timer, 16)
-        if timer_num and proto == "tcp":
-            sock.timer = _TIMERS.get(timer_num, str(timer_num))
-            sock.timer_expires_ms = int(when, 16) * 1000 // ticks
-        out.append(sock)
+        if is_raw:
+            sock.protocol_number = lport
+        elif is_tcp and not f[5].startswith("00:"):
+            timer = int(f[5][:2], 16)
+            sock.timer = _TCP_TIMERS.get(timer, str(timer))
+            sock.timer_expires_ms = int(f[5][3:], 16) * 1000 // ticks
+        append(sock)
     return out
 
 
 def parse_unix(text: str, netns: str) -> list[Socket]:
-    """/proc/net/unix: Num RefCount Protocol Flags Type St Inode [Path]."""
+    """/proc/net/unix. Columns: Num RefCount Protocol Flags Type St Inode [Path].
+
+    Listeners carry __SO_ACCEPTCON in Flags; queues, peers and uids are not in
+    the table (0, 0, None, None).
+    """
     out: list[Socket] = []
-    for line in text.splitlines()[1:]:
-        f = line.split(None, 7)
-        if len(f) < 7:
+    for line in text.split("\n")[1:]:
+        # Split off the six fixed columns; the rest is "inode[ path]". The path
+        # is everything after the one space that follows the inode, since a
+        # path may itself contain (even start with) spaces.
+        f = line.split(None, 6)
+        if not f:
             continue
-        flags, stype, st, inode = int(f[3], 16), int(f[4], 16), int(f[5], 16), int(f[6])
-        local = None
-        if len(f) == 8 and f[7]:
-            path = f[7]
-            local = UnixAddress(path[1:], True) if path.startswith("@") else UnixAddress(path, False)
-        if flags & _SO_ACCEPTCON:
+        if len(f) < 7:
+            raise ValueError(f"/proc/net/unix: unexpected line {line!r}")
+        inode_text, _, path = f[6].partition(" ")
+        inode = int(inode_text)
+        if not inode:
+            # No struct socket: the server end of a connection not yet accept()ed,
+            # or a socket whose last fd is gone (e.g. still in flight in an
+            # SCM_RIGHTS message). No process holds it, and sock_diag leaves
+            # such sockets out, so the fallback does too.
+            continue
+        local: UnixAddress | None = None
+        if path.startswith("@"):
+            # Abstract: the kernel prints the leading NUL (and any NUL inside) as '@'.
+            local = UnixAddress(_abstract_name(path[1:]), True)
+        elif path:
+            local = UnixAddress(path, False)
+        if int(f[3], 16) & _SO_ACCEPTCON:
             state = "LISTEN"
         else:
-            state = {2: "SYN_SENT", 3: "ESTABLISHED"}.get(st, "UNCONN")
-        out.append(Socket(netns, "unix", "unix", _UNIX_TYPES.get(stype, str(stype)), state, local,
-                          None, 0, 0, inode, None, source="procfs"))
+            state = "ESTABLISHED" if f[5] == _UNIX_CONNECTED else "UNCONN"
+        stype = int(f[4], 16)
+        out.append(Socket(
+            netns, "unix", "unix", _UNIX_TYPES.get(stype, str(stype)), state, local, None,
+            0, 0, inode, None, source="procfs",
+        ))
     return out
 
 
-def parse_packet(text: str, netns: str, ifnames: Mapping[int, str | None]) -> list[Socket]:
-    """/proc/net/packet: sk RefCnt Type Proto Iface R Rmem User Inode."""
+def _abstract_name(name: str) -> str:
+    """Spell a non-UTF-8 abstract name as sock_diag's parser does (backslash escapes).
+
+    read_table decodes with surrogateescape so that a filesystem path round-trips
+    to bytes; sock_diag escapes abstract names instead, and both sources should agree.
+    """
+    if name.isascii():
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def parse_packet(text: str, netns: str, ifnames: Mapping[int, str]) -> list[Socket]:
+    """/proc/net/packet. Columns: sk RefCnt Type Proto Iface R Rmem User Inode.
+
+    ``ifnames`` maps interface indexes of that namespace to names; an index not
+    in it gets interface None. Rmem (bytes queued for reading) becomes recv_q,
+    as sock_diag's parser does with its meminfo; there is no send queue column.
+    """
     out: list[Socket] = []
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 9:
-            continue
-        stype, proto, ifindex = int(f[2]), int(f[3], 16), int(f[4])
+    for f in _rows(text, 9, "packet"):
+        stype, ifindex = int(f[2]), int(f[4])
         out.append(Socket(
             netns, "packet", "packet", _PACKET_TYPES.get(stype, str(stype)), "UNCONN",
-            PacketAddress(proto, ifnames.get(ifindex) if ifindex else None, ifindex), None,
+            PacketAddress(int(f[3], 16), ifnames.get(ifindex) if ifindex else None, ifindex), None,
             int(f[6]), 0, int(f[8]), int(f[7]), source="procfs",
         ))
     return out
 
 
 def parse_netlink(text: str, netns: str) -> list[Socket]:
-    """/proc/net/netlink: sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode."""
+    """/proc/net/netlink. Columns: sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode.
+
+    The table does not say whether a socket is SOCK_RAW or SOCK_DGRAM (the kernel
+    treats them alike); we print "raw", by far the common one. Nor does it show a
+    connected peer, so remote is None and the state UNCONN.
+    """
     out: list[Socket] = []
-    for line in text.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 10:
-            continue
+    for f in _rows(text, 10, "netlink"):
         proto = int(f[1])
-        name = _NETLINK_NAMES.get(proto, str(proto))
         out.append(Socket(
             netns, "netlink", "netlink", "raw", "UNCONN",
-            NetlinkAddress(name, int(f[2]), int(f[3], 16)), None,
+            NetlinkAddress(NETLINK_PROTOCOLS.get(proto, str(proto)), int(f[2]), int(f[3], 16)), None,
             int(f[4]), int(f[5]), int(f[9]), None, source="procfs",
         ))
     return out
 
 
 def read_table(name: str) -> str | None:
-    """The text of /proc/thread-self/net/NAME, or None where the kernel has no such table."""
+    """The text of /proc/thread-self/net/NAME, or None where the kernel has no such table
+    (e.g. tcp6 with IPv6 disabled)."""
+    if "/" in name or name.startswith("."):
+        raise ValueError(f"not a /proc/net table name: {name!r}")
     try:
-        with open(f"/proc/thread-self/net/{name}") as f:
+        # surrogateescape: unix socket paths are bytes, not necessarily UTF-8.
+        with open(f"/proc/thread-self/net/{name}", encoding="utf-8", errors="surrogateescape") as f:
             return f.read()
     except FileNotFoundError:
         return None
 
 
 def read_sockets(kind: str, netns: str) -> list[Socket]:
-    """Sockets of one table (tcp, tcp6, udp, udp6, raw, raw6, unix, packet, netlink)."""
+    """The sockets of one table of the calling thread's namespace, labelled ``netns``.
+
+    ``kind``: tcp, tcp6, udp, udp6, raw, raw6, unix, packet or netlink.
+    """
+    if kind not in TABLES:
+        raise ValueError(f"unknown /proc/net table {kind!r}")
     text = read_table(kind)
     if text is None:
         return []
-    if kind in INET_KINDS:
-        proto, family = INET_KINDS[kind]
+    if kind in INET_TABLES:
+        proto, family = INET_TABLES[kind]
         return parse_inet(text, proto, family, netns)
     if kind == "unix":
         return parse_unix(text, netns)
-    if kind == "packet":
-        socks = parse_packet(text, netns, {})
-        for s in socks:
-            addr = s.local
-            if isinstance(addr, PacketAddress) and addr.ifindex:
-                try:
-                    addr.interface = socket.if_indextoname(addr.ifindex)
-                except OSError:
-                    addr.interface = None
-        return socks
     if kind == "netlink":
         return parse_netlink(text, netns)
-    raise ValueError(f"unknown /proc/net table {kind!r}")
+    return parse_packet(text, netns, _interface_names(text))
+
+
+def _interface_names(packet_text: str) -> dict[int, str]:
+    """Names of the interfaces the packet sockets in ``packet_text`` are bound to,
+    resolved now, in the calling thread's namespace (where the indexes belong)."""
+    names: dict[int, str] = {}
+    for f in _rows(packet_text, 9, "packet"):
+        index = int(f[4])
+        if index and index not in names:
+            try:
+                names[index] = socket.if_indextoname(index)
+            except OSError:
+                pass  # the interface went away since the table was read: no name
+    return names

@@ -156,8 +156,12 @@ class InetParser:
                 sock.timer_expires_ms = expires
             if len(payload) > header_size:
                 self._attrs(sock, parse_attrs(payload, header_size))
-            if proto == "raw" and sock.protocol_number is None:
-                sock.protocol_number = sport  # raw sockets report their protocol as the port
+            if proto == "raw":
+                # raw_diag reports the protocol as the local port; keep it where it
+                # belongs (and as the /proc/net fallback does).
+                if sock.protocol_number is None:
+                    sock.protocol_number = sport
+                sock.local = InetAddress(src_text, 0)
             append(sock)
         return out
 
@@ -387,7 +391,8 @@ def parse_netlink(payload: memoryview, netns: str) -> Socket:
     remote = NetlinkAddress(name, dst_portid, dst_group) if (dst_portid or dst_group) else None
     sock = Socket(
         netns, "netlink", "netlink", SOCK_TYPES.get(stype, str(stype)),
-        STATE_NAMES.get(state, str(state)), NetlinkAddress(name, portid, groups), remote,
+        # netlink_diag reports 1 for connected and 0 or TCP_CLOSE (7) for unconnected.
+        "ESTABLISHED" if state == 1 else "UNCONN", NetlinkAddress(name, portid, groups), remote,
         0, 0, inode, None, cookie_lo | (cookie_hi << 32),
     )
     mem = attrs.get(NETLINK_DIAG_MEMINFO)
