@@ -21,6 +21,8 @@ import socket
 import sys
 from collections.abc import Iterator, Mapping
 
+from sockscope.netlink.sockdiag import NETLINK_PROTOCOLS
+
 from .model import STATE_NAMES, InetAddress, NetlinkAddress, PacketAddress, Socket, UnixAddress
 
 # /proc/net table name -> (proto, family)
@@ -47,12 +49,6 @@ _SO_ACCEPTCON = 0x10000  # the Flags bit unix_seq_show sets on listeners
 _UNIX_CONNECTED = "03"
 
 _PACKET_TYPES = {2: "dgram", 3: "raw"}
-NETLINK_PROTOCOLS: dict[int, str] = {
-    0: "route", 2: "usersock", 4: "sock_diag", 5: "nflog", 6: "xfrm", 7: "selinux",
-    8: "iscsi", 9: "audit", 10: "fib_lookup", 11: "connector", 12: "netfilter",
-    13: "ip6_fw", 14: "dnrtmsg", 15: "kobject_uevent", 16: "generic",
-    18: "scsitransport", 19: "ecryptfs", 20: "rdma", 21: "crypto", 22: "smc",
-}
 
 
 def decode_address(hex_text: str, family: str) -> str:

@@ -194,16 +194,7 @@ def _dump_netns(ref: linux.NetnsRef, protos: Sequence[str], families: Sequence[s
                 fallbacks: list[str]) -> list[Socket]:
     out: list[Socket] = []
     with linux.in_netns(ref):
-        ifnames: dict[int, str | None] = {}
-
-        def ifname(index: int) -> str | None:
-            # Resolved while the thread is inside the namespace the index belongs to.
-            if index not in ifnames:
-                try:
-                    ifnames[index] = socket.if_indextoname(index)
-                except OSError:
-                    ifnames[index] = None
-            return ifnames[index]
+        ifname = linux.ifname_lookup()
 
         nl: NetlinkSocket | None = None
         if not procfs:

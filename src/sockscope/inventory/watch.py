@@ -246,7 +246,7 @@ class _Watcher:
             return []
         now = time.time()
         with linux.in_netns(self.ref):  # bound-device names resolve in the watched namespace
-            ifname = _ifname_lookup()
+            ifname = linux.ifname_lookup()
             parsers = {p: sockdiag.InetParser(self.netns_name, p, False, False, ifname)
                        for p in ("tcp", "udp")}
             closed = [s for s in (_parse_destroy(parsers, p) for p in payloads) if s is not None]
@@ -320,7 +320,7 @@ class _Watcher:
         tracked, remnants, names = self.tracked, self.remnants, STATE_NAMES
         unpack = _HEAD.unpack_from
         with linux.in_netns(self.ref):  # bound-device names resolve in the watched namespace
-            ifname = _ifname_lookup()
+            ifname = linux.ifname_lookup()
             for proto, fam in self.kinds:
                 parser = sockdiag.InetParser(self.netns_name, proto, False, False, ifname)
                 req = sockdiag.inet_request(_FAMILIES[fam], proto, ALL_STATES_MASK)
@@ -393,18 +393,3 @@ def _never_bound(sock: Socket) -> bool:
     bind that failed): no dump could have shown it, and it says nothing useful."""
     local = sock.local
     return sock.remote is None and (not isinstance(local, InetAddress) or local.port == 0)
-
-
-def _ifname_lookup() -> Callable[[int], str | None]:
-    """Interface index -> name, resolved in the namespace the calling thread is in."""
-    names: dict[int, str | None] = {}
-
-    def ifname(index: int) -> str | None:
-        if index not in names:
-            try:
-                names[index] = socket.if_indextoname(index)
-            except OSError:
-                names[index] = None
-        return names[index]
-
-    return ifname

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sockscope.errors import PermissionNeeded, UsageError
@@ -109,6 +109,24 @@ def all_netns() -> list[NetnsRef]:
         if inode not in seen:
             seen[inode] = NetnsRef(inode, display_name(inode, named), path)
     return list(seen.values())
+
+
+def ifname_lookup() -> Callable[[int], str | None]:
+    """Interface index -> name, cached; resolved in the namespace of the calling
+    thread at call time, so use it while inside the namespace the index belongs to."""
+    import socket
+
+    names: dict[int, str | None] = {}
+
+    def ifname(index: int) -> str | None:
+        if index not in names:
+            try:
+                names[index] = socket.if_indextoname(index)
+            except OSError:  # the interface went away
+                names[index] = None
+        return names[index]
+
+    return ifname
 
 
 _setns = None
