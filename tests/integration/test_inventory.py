@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -291,9 +292,16 @@ def test_processes_exiting_during_scans_are_skipped() -> None:
             p.wait()
 
 
-def test_owners_need_root_note_for_unprivileged_user() -> None:
-    # Fork and drop to nobody: the listing works, and one line on stderr explains
-    # that other users' owners need root.
+def run_as_nobody(argv: list[str]) -> tuple[int, str]:
+    """Run the CLI in a forked child that dropped to nobody; (exit status, stderr)."""
+    # The child cannot read a stdlib under /root (pyenv): import what it needs first.
+    import ctypes  # noqa: F401 - setns on Python 3.11
+    import locale  # noqa: F401 - argparse's gettext needs it
+    import pwd  # noqa: F401
+
+    import sockscope.cli.ls
+    import sockscope.inventory.filter  # noqa: F401
+
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -305,18 +313,35 @@ def test_owners_need_root_note_for_unprivileged_user() -> None:
             os.setuid(65534)
             from sockscope.cli.main import main
 
-            code = main(["ls", "-t"])
+            code = main(argv)
             sys.stderr.flush()
-        except BaseException:
+        except BaseException as exc:
+            sys.stderr.write(f"child failed: {exc!r}\n")
+            sys.stderr.flush()
             code = 99
         os._exit(code)
     os.close(write_fd)
     with os.fdopen(read_fd) as f:
         err = f.read()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, err
+    return os.waitstatus_to_exitcode(status), err
+
+
+def test_owners_need_root_note_for_unprivileged_user() -> None:
+    # The listing works, and one line on stderr explains that other users'
+    # owners need root.
+    code, err = run_as_nobody(["ls", "-t"])
+    assert code == 0, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "need root" in lines[0]
+
+
+def test_all_netns_without_root_skips_what_it_cannot_enter(topology: Any) -> None:
+    topology.add_netns("a")
+    code, err = run_as_nobody(["ls", "-t", "--all-netns"])
+    assert code == 0, err
+    assert "network namespaces need root to enter and were skipped" in err
+    assert "Traceback" not in err
 
 
 def test_plain_ls_imports_nothing_heavy() -> None:

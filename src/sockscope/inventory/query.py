@@ -138,9 +138,17 @@ def start(
     fallbacks: list[str] = []
     found: list[Socket] = []
     try:
+        skipped = 0
         for ref in refs:
-            found.extend(_dump_netns(ref, protos, families, mask, info, memory, extended,
-                                     check_paths, procfs, fallbacks))
+            try:
+                found.extend(_dump_netns(ref, protos, families, mask, info, memory, extended,
+                                         check_paths, procfs, fallbacks))
+            except PermissionNeeded:
+                if not all_netns:
+                    raise
+                skipped += 1  # --all-netns without root: show what can be seen
+        if skipped:
+            notes.append(f"{skipped} network namespaces need root to enter and were skipped")
     except BaseException:
         if scan is not None:
             scan.result(())  # reap the scanning child before the error goes up

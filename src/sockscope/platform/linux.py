@@ -165,6 +165,8 @@ def in_netns(ref: NetnsRef | None) -> Iterator[None]:
             target = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise UsageError(f"network namespace {ref.name} has gone") from None
+        except PermissionError:
+            raise PermissionNeeded(f"entering network namespace {ref.name} needs root") from None
         try:
             try:
                 _libc_setns(target, CLONE_NEWNET)
