@@ -12,7 +12,8 @@ want_test=0
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor).
 apt_pkgs=(python3 python3-venv iproute2)
 if [ "$want_test" = 1 ]; then
-    apt_pkgs+=(nftables procps)
+    # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
+    apt_pkgs+=(nftables procps time)
 fi
 
 missing=()
