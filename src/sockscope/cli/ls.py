@@ -163,12 +163,22 @@ class _Names:
         return name
 
 
+_HOST_TEXT: dict[str, str] = {"0.0.0.0": "*", "::": "*"}
+
+
 def inet_text(addr: InetAddress, proto: str, names: _Names | None = None) -> str:
     """host:port as ss prints it (wildcards as *, IPv6 in brackets)."""
+    if names is None:
+        # A table repeats a few addresses many times: format each once.
+        host = _HOST_TEXT.get(addr.address)
+        if host is None:
+            host = _HOST_TEXT[addr.address] = (
+                f"[{addr.address}]" if ":" in addr.address else addr.address)
+        return f"{host}:{addr.port}" if addr.port else f"{host}:*"
     host = addr.address
     if host in ("0.0.0.0", "::"):
         host = "*"
-    elif names is not None:
+    else:
         host = names.host(host)
     if ":" in host and host != "*":
         host = f"[{host}]"
@@ -183,6 +193,9 @@ def inet_text(addr: InetAddress, proto: str, names: _Names | None = None) -> str
 
 def owners_text(owners: Sequence[Owner]) -> str:
     """command[pid]:fd for each holder, comma-separated."""
+    if len(owners) == 1:  # the common case, without a generator
+        o = owners[0]
+        return f"{o.command}[{o.pid}]:{o.fd}"
     return ",".join(f"{o.command}[{o.pid}]:{o.fd}" for o in owners)
 
 
