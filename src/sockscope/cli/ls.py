@@ -182,12 +182,7 @@ def inet_text(addr: InetAddress, proto: str, names: _Names | None = None) -> str
         host = names.host(host)
     if ":" in host and host != "*":
         host = f"[{host}]"
-    if not addr.port:
-        port = "*"
-    elif names is not None:
-        port = names.service(addr.port, proto)
-    else:
-        port = str(addr.port)
+    port = names.service(addr.port, proto) if addr.port else "*"
     return f"{host}:{port}"
 
 
