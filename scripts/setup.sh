@@ -13,7 +13,8 @@ want_test=0
 apt_pkgs=(python3 python3-venv iproute2)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
-    apt_pkgs+=(nftables procps time)
+    # tshark, tcpdump: the capture files we write are checked with the real tools.
+    apt_pkgs+=(nftables procps time tshark tcpdump)
 fi
 
 missing=()
@@ -26,6 +27,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture: answer no, without a prompt.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
