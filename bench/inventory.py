@@ -21,15 +21,17 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from load import Load, established_tcp
+from load import Load, established_tcp, time_wait_tcp
 
 SOCKSCOPE = str(Path(sys.executable).with_name("sockscope"))
 
@@ -62,6 +64,8 @@ print(json.dumps({"seconds": elapsed, "sockets": len(conns), "with_pid": owned, 
 def run_whole(argv: list[str]) -> dict[str, float]:
     """Wall, CPU (the process and every descendant it reaped) and peak RSS of one run.
 
+    CPU also counts /usr/bin/time itself, about a millisecond, on both sides alike.
+
     The command runs under /usr/bin/time, which reports the peak RSS of the command
     alone: a child forked straight from this Python process would carry our own
     RSS in its high-water mark across exec. Wall and CPU are measured here.
@@ -77,6 +81,12 @@ def run_whole(argv: list[str]) -> dict[str, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall": wall, "cpu": cpu, "maxrss_kib": int(proc.stderr.strip().splitlines()[-1])}
+
+
+def rows(argv: list[str]) -> int:
+    """Table rows (header excluded) a lister prints: a check that both sides listed the same set."""
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return max(0, len(out.splitlines()) - 1)
 
 
 def run_api(code: str) -> dict[str, Any]:
@@ -113,63 +123,115 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so the `with Load(...)` block tears the load down.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sockets", type=int, default=20000, help="established TCP sockets")
-    parser.add_argument("--runs", type=int, default=15, help="counted runs of each side")
-    parser.add_argument("--quick", action="store_true", help="2,000 sockets, 3 runs")
+    parser.add_argument("--sockets", type=int, default=20000, help="established TCP sockets (even)")
+    parser.add_argument("--runs", type=int, default=15, help="counted runs of each side (default 15)")
+    parser.add_argument("--warmup", type=int, default=2, help="uncounted runs of each side first (default 2)")
+    parser.add_argument("--quick", action="store_true", help="2,000 sockets, 3 runs: a smoke run")
     parser.add_argument("--json", metavar="FILE", help="save the raw figures")
     args = parser.parse_args()
     if args.quick:
-        args.sockets, args.runs = 2000, 3
+        args.sockets, args.runs, args.warmup = 2000, 3, 1
+    if args.sockets < 2 or args.sockets % 2 or args.runs < 1 or args.warmup < 0:
+        parser.error("--sockets must be even and >= 2, --runs >= 1, --warmup >= 0")
     if os.geteuid() != 0:
         print("bench/inventory.py: run as root (owners of every process are part of the job)",
               file=sys.stderr)
         return 1
+    for tool in (SOCKSCOPE, "/usr/bin/time"):
+        if not os.access(tool, os.X_OK):
+            print(f"bench/inventory.py: {tool} not found", file=sys.stderr)
+            return 1
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
 
-    print(f"machine: {machine()}")
-    with Load(tcp_sockets=args.sockets, workers=8) as load:
-        print(f"load: {established_tcp()} established TCP sockets held by {len(load.pids)} "
-              f"processes, plus {load.extra} UDP sockets and {load.extra} unix socket pairs")
-        ls_runs, ss_runs = interleaved(args.runs, 2, lambda: run_whole([SOCKSCOPE, "ls", "-t"]),
-                                       lambda: run_whole(["ss", "-tanp"]))
-        api_runs, ps_runs = interleaved(max(5, args.runs // 2), 1, lambda: run_api(API_SOCKSCOPE),
+    host = machine()
+    # Other work on a shared 2-core VM skews both sides; the load average makes that visible.
+    load_before = os.getloadavg()[0]
+    print(f"machine: {host}; load average {load_before:.2f}")
+    ls_argv, ss_argv = [SOCKSCOPE, "ls", "-t"], ["ss", "-tanp"]
+    t0 = time.perf_counter()
+    with Load(n_sockets=args.sockets, workers=8) as load:
+        counts = load.counts
+        witness = established_tcp()
+        print(f"load: {counts['tcp']} established loopback TCP sockets, {counts['udp']} UDP sockets and "
+              f"{counts['unix']} unix sockets held by {len(load.pids)} processes "
+              f"(built in {time.perf_counter() - t0:.1f} s); ss counts {witness} established TCP on the host")
+        rows_ls, rows_ss = rows(ls_argv), rows(ss_argv)
+        print(f"check: sockscope ls -t prints {rows_ls} rows, ss -tanp {rows_ss}")
+        print(f"running {args.warmup} warm-up + {args.runs} counted runs of each side, interleaved ...",
+              flush=True)
+        ls_runs, ss_runs = interleaved(args.runs, args.warmup, lambda: run_whole(ls_argv),
+                                       lambda: run_whole(ss_argv))
+        api_runs, ps_runs = interleaved(args.runs, args.warmup, lambda: run_api(API_SOCKSCOPE),
                                         lambda: run_api(API_PSUTIL))
+    # The load is gone: say whether its teardown left TIME_WAIT sockets behind.
+    time_wait = time_wait_tcp()
+    load_after = os.getloadavg()[0]
 
     ls_wall = summary([r["wall"] for r in ls_runs])
     ss_wall = summary([r["wall"] for r in ss_runs])
+    ls_cpu = summary([r["cpu"] for r in ls_runs])
+    ss_cpu = summary([r["cpu"] for r in ss_runs])
     api_t = summary([r["seconds"] for r in api_runs])
     ps_t = summary([r["seconds"] for r in ps_runs])
     ls_ratio = ls_wall["median"] / ss_wall["median"]
     api_ratio = ps_t["median"] / api_t["median"]
 
-    def row(name: str, s: dict[str, float], extra: str) -> str:
-        return f"  {name:<40} {s['min']:7.3f} {s['median']:7.3f} {s['max']:7.3f}   {extra}"
+    def row(name: str, s: dict[str, float], extra: str = "") -> str:
+        return f"  {name:<34} {s['min']:7.3f} {s['median']:7.3f} {s['max']:7.3f}   {extra}".rstrip()
 
-    print("\nwhole process, wall seconds               min  median     max")
-    for name, runs, wall in (("sockscope ls -t", ls_runs, ls_wall), ("ss -tanp", ss_runs, ss_wall)):
-        cpu = statistics.median(r["cpu"] for r in runs)
-        rss = statistics.median(r["maxrss_kib"] for r in runs) / 1024
-        print(row(name, wall, f"cpu {cpu:.3f} s, peak RSS {rss:.1f} MiB"))
-    print("\nin process, seconds of the call           min  median     max")
+    def header(title: str) -> str:
+        return f"\n{title}\n  {'':<34} {'min':>7} {'median':>7} {'max':>7}"
+
+    def mib(runs: list[dict[str, Any]]) -> str:
+        values = [r["maxrss_kib"] / 1024 for r in runs]
+        return f"peak RSS median {statistics.median(values):.1f} MiB (max {max(values):.1f})"
+
+    print(header(f"whole process, output to /dev/null, {args.runs} runs"))
+    print(row("sockscope ls -t   wall s", ls_wall, mib(ls_runs)))
+    print(row("ss -tanp          wall s", ss_wall, mib(ss_runs)))
+    print(row("sockscope ls -t   cpu s (user+sys)", ls_cpu, "incl. its forked scan child"))
+    print(row("ss -tanp          cpu s (user+sys)", ss_cpu))
+    print(header(f"in process, seconds of the call, each in a fresh interpreter, {args.runs} runs"))
     for name, runs, t in (('sockscope.sockets(proto="tcp")', api_runs, api_t),
                           ('psutil.net_connections("tcp")', ps_runs, ps_t)):
-        last = runs[-1]
-        rss = statistics.median(r["maxrss_kib"] for r in runs) / 1024
-        print(row(name, t, f"{last['sockets']} sockets, {last['with_pid']} with a pid, "
-                           f"peak RSS {rss:.1f} MiB"))
-    print("\nratios (medians)")
-    print(f"  sockscope ls -t / ss -tanp          {ls_ratio:5.2f}x   target <= 1.50x  "
+        print(row(name, t, mib(runs)))
+    for name, runs in (("sockscope", api_runs), ("psutil", ps_runs)):
+        found = sorted({(r["sockets"], r["with_pid"], r["pids"]) for r in runs})
+        print(f"  {name:<10} found (sockets, with an owner pid, distinct pids): "
+              + ", ".join(str(f) for f in found))
+
+    scale = "" if args.sockets == 20000 else f"  (targets are for 20,000 sockets; this run: {args.sockets})"
+    print(f"\nratios of medians{scale}")
+    print(f"  sockscope ls -t / ss -tanp, wall     {ls_ratio:5.2f}x   target <= 1.50x  "
           f"{'PASS' if ls_ratio <= 1.5 else 'MISS'}")
-    print(f"  psutil / sockscope.sockets()        {api_ratio:5.2f}x   target >= 2.00x  "
+    print(f"  sockscope ls -t / ss -tanp, cpu      {ls_cpu['median'] / ss_cpu['median']:5.2f}x")
+    print(f"  psutil / sockscope.sockets(), call   {api_ratio:5.2f}x   target >= 2.00x  "
           f"{'PASS' if api_ratio >= 2 else 'MISS'}")
+    print(f"\nteardown: {time_wait} TCP sockets in TIME_WAIT left on the host; "
+          f"1-min load average at the end {load_after:.2f} (the benchmark's own work included)")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "machine": machine(), "sockets": args.sockets, "runs": args.runs,
+            "machine": host, "sockets": args.sockets, "runs": args.runs, "warmup": args.warmup,
+            "load": counts, "established_witness": witness, "rows": {"ls": rows_ls, "ss": rows_ss},
             "ls": ls_runs, "ss": ss_runs, "api": api_runs, "psutil": ps_runs,
-            "ratio_ls_ss": ls_ratio, "ratio_psutil_api": api_ratio}, indent=1) + "\n")
+            "ratio_ls_ss": ls_ratio, "ratio_psutil_api": api_ratio, "time_wait_after": time_wait,
+            "loadavg_before": load_before, "loadavg_after": load_after},
+            indent=1) + "\n")
+        print(f"raw figures: {args.json}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt as exc:
+        print(f"\nbench/inventory.py: interrupted ({str(exc) or 'SIGINT'}); load torn down", file=sys.stderr)
+        raise SystemExit(130) from None
