@@ -10,8 +10,9 @@ interleaved so that drift in the machine's speed hits both sides alike:
    fresh interpreter so imports and peak RSS are per run.
 
 Prints medians and the ratios against the targets (ls <= 1.5x ss, API >= 2x
-faster than psutil). Run as root: ``.venv/bin/python bench/inventory.py``
-(needs Debian's ``time`` package for peak RSS; ``scripts/setup.sh --test`` installs it).
+faster than psutil). Run as root: ``.venv/bin/python bench/inventory.py``.
+Peak RSS of whole commands needs ``/usr/bin/time`` (Debian's ``time`` package,
+installed by ``scripts/setup.sh --test``); without it those figures are n/a.
 """
 
 from __future__ import annotations
@@ -20,86 +21,132 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from load import Load, established_tcp, time_wait_tcp
+from load import Load, time_wait_tcp
 
 SOCKSCOPE = str(Path(sys.executable).with_name("sockscope"))
+GNU_TIME = "/usr/bin/time"
+
+# Both snippets time only the call and the pid collection; the import (for
+# sockscope, resolving its lazy ``sockets`` attribute too, as ``import psutil``
+# loads everything up front) is timed apart. sockscope forks a child for its
+# /proc scan, so the call's CPU counts reaped children and the child's peak RSS
+# is reported beside the interpreter's.
+_API_TAIL = """
+elapsed = time.perf_counter() - t
+r1, c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in ((r0, r1), (c0, c1)))
+print(json.dumps({"seconds": elapsed, "cpu": cpu, "import_seconds": imported, "sockets": n,
+                  "with_pid": owned, "pids": len(pids), "maxrss_kib": r1.ru_maxrss,
+                  "child_maxrss_kib": c1.ru_maxrss}))
+"""
 
 API_SOCKSCOPE = """
 import json, resource, time
+t = time.perf_counter()
 import sockscope
-sockets = sockscope.sockets  # resolves the lazy import, as `import psutil` does up front
+sockets = sockscope.sockets
+imported = time.perf_counter() - t
+r0, c0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 t = time.perf_counter()
 socks = sockets(proto="tcp")
 pids = {o.pid for s in socks for o in s.owners}
-elapsed = time.perf_counter() - t
-owned = sum(1 for s in socks if s.owners)
-print(json.dumps({"seconds": elapsed, "sockets": len(socks), "with_pid": owned, "pids": len(pids),
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
+n, owned = len(socks), sum(1 for s in socks if s.owners)
+""" + _API_TAIL
 
 API_PSUTIL = """
 import json, resource, time
+t = time.perf_counter()
 import psutil
+imported = time.perf_counter() - t
+r0, c0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 t = time.perf_counter()
 conns = psutil.net_connections("tcp")
 pids = {c.pid for c in conns if c.pid}
-elapsed = time.perf_counter() - t
-owned = sum(1 for c in conns if c.pid)
-print(json.dumps({"seconds": elapsed, "sockets": len(conns), "with_pid": owned, "pids": len(pids),
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
+n, owned = len(conns), sum(1 for c in conns if c.pid)
+""" + _API_TAIL
 
 
-def run_whole(argv: list[str]) -> dict[str, float]:
-    """Wall, CPU (the process and every descendant it reaped) and peak RSS of one run.
+class SideFailed(RuntimeError):
+    """One side of the comparison could not run: nothing about it can be timed."""
 
-    CPU also counts /usr/bin/time itself, about a millisecond, on both sides alike.
 
-    The command runs under /usr/bin/time, which reports the peak RSS of the command
-    alone: a child forked straight from this Python process would carry our own
-    RSS in its high-water mark across exec. Wall and CPU are measured here.
+class Runner:
+    """Runs commands to completion, one at a time, and measures each.
+
+    Every command starts under /usr/bin/time when it is there: a process spawned
+    straight from this interpreter inherits our RSS high-water mark across exec
+    (the kernel carries it in ru_maxrss), which would hide a smaller peak such
+    as ss's; /usr/bin/time's own is about 2 MiB. Wall time is taken here, CPU
+    from os.wait4 (the command, every descendant it reaped, and /usr/bin/time's
+    own millisecond or so, on both sides alike).
     """
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    with open(os.devnull, "wb") as devnull:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], stdout=devnull,
-                              stderr=subprocess.PIPE, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": cpu, "maxrss_kib": int(proc.stderr.strip().splitlines()[-1])}
 
+    def __init__(self) -> None:
+        self.have_time = os.access(GNU_TIME, os.X_OK)
 
-def rows(argv: list[str]) -> int:
-    """Table rows (header excluded) a lister prints: a check that both sides listed the same set."""
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    return max(0, len(out.splitlines()) - 1)
+    def run(self, argv: list[str], name: str, stdout: int | None = subprocess.DEVNULL) -> dict[str, Any]:
+        # The command's stderr and /usr/bin/time's report go to unlinked files, not pipes
+        # (we wait on the pid, so a full pipe would stall it) and not named files (nothing
+        # is left behind even if the benchmark is killed); time opens its file by /dev/fd.
+        with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as rss:
+            full = argv
+            if self.have_time:
+                full = [GNU_TIME, "-f", "%M", "-o", f"/dev/fd/{rss.fileno()}", *argv]
+            start = time.perf_counter()
+            try:
+                proc = subprocess.Popen(full, stdout=stdout, stderr=err, pass_fds=(rss.fileno(),))
+            except OSError as exc:
+                raise SideFailed(f"{name}: cannot start {argv[0]}: {exc}") from None
+            out = proc.stdout.read() if proc.stdout is not None else b""
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+            if proc.stdout is not None:
+                proc.stdout.close()
+            err.seek(0)
+            errors = err.read().decode(errors="replace").strip()
+            rss.seek(0)
+            report = rss.read().decode(errors="replace").split()
+        if proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT):
+            # Ctrl-C reached the command too (and /usr/bin/time passes its death on as 130).
+            raise KeyboardInterrupt("SIGINT")
+        if proc.returncode != 0:
+            tail = "\n".join(errors.splitlines()[-8:])
+            raise SideFailed(f"{name}: `{' '.join(argv)}` exited {proc.returncode}:\n{tail}")
+        maxrss = int(report[-1]) if self.have_time else None
+        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kib": maxrss,
+                "stdout": out}
 
+    def whole(self, argv: list[str], name: str) -> dict[str, Any]:
+        result = self.run(argv, name)
+        del result["stdout"]
+        return result
 
-def run_api(code: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+    def api(self, code: str, name: str) -> dict[str, Any]:
+        done = self.run([sys.executable, "-c", code], name, stdout=subprocess.PIPE)
+        result: dict[str, Any] = json.loads(done["stdout"])
+        result["process_wall"] = done["wall"]
+        return result
 
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def interleaved(runs: int, warmup: int, a: Any, b: Any) -> tuple[list[Any], list[Any]]:
+def interleaved(runs: int, warmup: int, a: Callable[[], Any], b: Callable[[], Any]) -> tuple[list[Any], ...]:
+    """A B A B ...: a drift in the machine's speed lands on both sides alike."""
     for _ in range(warmup):
         a()
         b()
@@ -133,7 +180,7 @@ def main() -> int:
     parser.add_argument("--sockets", type=int, default=20000, help="established TCP sockets (even)")
     parser.add_argument("--runs", type=int, default=15, help="counted runs of each side (default 15)")
     parser.add_argument("--warmup", type=int, default=2, help="uncounted runs of each side first (default 2)")
-    parser.add_argument("--quick", action="store_true", help="2,000 sockets, 3 runs: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="2,000 sockets, 1 + 3 runs: a smoke run")
     parser.add_argument("--json", metavar="FILE", help="save the raw figures")
     args = parser.parse_args()
     if args.quick:
@@ -144,69 +191,93 @@ def main() -> int:
         print("bench/inventory.py: run as root (owners of every process are part of the job)",
               file=sys.stderr)
         return 1
-    for tool in (SOCKSCOPE, "/usr/bin/time"):
-        if not os.access(tool, os.X_OK):
-            print(f"bench/inventory.py: {tool} not found", file=sys.stderr)
-            return 1
+    if not os.access(SOCKSCOPE, os.X_OK):
+        print(f"bench/inventory.py: sockscope side: {SOCKSCOPE} not found (pip install -e . in this venv)",
+              file=sys.stderr)
+        return 2
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
 
+    try:
+        return bench(args, Runner())
+    except SideFailed as exc:
+        print(f"bench/inventory.py: FAILED, nothing compared: {exc}", file=sys.stderr)
+        return 2
+
+
+def bench(args: argparse.Namespace, runner: Runner) -> int:
     host = machine()
     # Other work on a shared 2-core VM skews both sides; the load average makes that visible.
     load_before = os.getloadavg()[0]
     print(f"machine: {host}; load average {load_before:.2f}")
+    if not runner.have_time:
+        print(f"note: {GNU_TIME} missing, peak RSS of whole commands is n/a", file=sys.stderr)
     ls_argv, ss_argv = [SOCKSCOPE, "ls", "-t"], ["ss", "-tanp"]
-    t0 = time.perf_counter()
     with Load(n_sockets=args.sockets, workers=8) as load:
-        counts = load.counts
-        witness = established_tcp()
+        counts, seen = load.counts, load.seen
         print(f"load: {counts['tcp']} established loopback TCP sockets, {counts['udp']} UDP sockets and "
               f"{counts['unix']} unix sockets held by {len(load.pids)} processes "
-              f"(built in {time.perf_counter() - t0:.1f} s); ss counts {witness} established TCP on the host")
-        rows_ls, rows_ss = rows(ls_argv), rows(ss_argv)
-        print(f"check: sockscope ls -t prints {rows_ls} rows, ss -tanp {rows_ss}")
+              f"(built in {load.build_seconds:.1f} s); `ss -tuxanp` sees {seen['tcp']} / {seen['udp']} / "
+              f"{seen['unix']} of them with their owner")
+        # One untimed run of each side first: it fails loudly here if a side is broken, and
+        # the row counts show both list the same set.
+        rows = {name: max(0, runner.run(argv, name, stdout=subprocess.PIPE)["stdout"].count(b"\n") - 1)
+                for name, argv in (("sockscope", ls_argv), ("ss", ss_argv))}
+        print(f"check: sockscope ls -t prints {rows['sockscope']} rows, ss -tanp {rows['ss']}")
         print(f"running {args.warmup} warm-up + {args.runs} counted runs of each side, interleaved ...",
               flush=True)
-        ls_runs, ss_runs = interleaved(args.runs, args.warmup, lambda: run_whole(ls_argv),
-                                       lambda: run_whole(ss_argv))
-        api_runs, ps_runs = interleaved(args.runs, args.warmup, lambda: run_api(API_SOCKSCOPE),
-                                        lambda: run_api(API_PSUTIL))
+        ls_runs, ss_runs = interleaved(args.runs, args.warmup, lambda: runner.whole(ls_argv, "sockscope"),
+                                       lambda: runner.whole(ss_argv, "ss"))
+        api_runs, ps_runs = interleaved(args.runs, args.warmup,
+                                        lambda: runner.api(API_SOCKSCOPE, "sockscope"),
+                                        lambda: runner.api(API_PSUTIL, "psutil"))
     # The load is gone: say whether its teardown left TIME_WAIT sockets behind.
     time_wait = time_wait_tcp()
     load_after = os.getloadavg()[0]
 
-    ls_wall = summary([r["wall"] for r in ls_runs])
-    ss_wall = summary([r["wall"] for r in ss_runs])
-    ls_cpu = summary([r["cpu"] for r in ls_runs])
-    ss_cpu = summary([r["cpu"] for r in ss_runs])
-    api_t = summary([r["seconds"] for r in api_runs])
-    ps_t = summary([r["seconds"] for r in ps_runs])
+    def s(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+        return summary([r[key] for r in runs])
+
+    ls_wall, ss_wall = s(ls_runs, "wall"), s(ss_runs, "wall")
+    ls_cpu, ss_cpu = s(ls_runs, "cpu"), s(ss_runs, "cpu")
+    api_t, ps_t = s(api_runs, "seconds"), s(ps_runs, "seconds")
+    api_cpu, ps_cpu = s(api_runs, "cpu"), s(ps_runs, "cpu")
     ls_ratio = ls_wall["median"] / ss_wall["median"]
     api_ratio = ps_t["median"] / api_t["median"]
 
-    def row(name: str, s: dict[str, float], extra: str = "") -> str:
-        return f"  {name:<34} {s['min']:7.3f} {s['median']:7.3f} {s['max']:7.3f}   {extra}".rstrip()
+    def row(name: str, v: dict[str, float], extra: str = "") -> str:
+        return f"  {name:<36} {v['min']:7.3f} {v['median']:7.3f} {v['max']:7.3f}   {extra}".rstrip()
 
     def header(title: str) -> str:
-        return f"\n{title}\n  {'':<34} {'min':>7} {'median':>7} {'max':>7}"
+        return f"\n{title}\n  {'':<36} {'min':>7} {'median':>7} {'max':>7}"
 
-    def mib(runs: list[dict[str, Any]]) -> str:
-        values = [r["maxrss_kib"] / 1024 for r in runs]
-        return f"peak RSS median {statistics.median(values):.1f} MiB (max {max(values):.1f})"
+    def mib(runs: list[dict[str, Any]], key: str = "maxrss_kib") -> str:
+        values = [r[key] / 1024 for r in runs if r[key] is not None]
+        if not values:
+            return "n/a"
+        return f"{statistics.median(values):.1f} MiB (max {max(values):.1f})"
 
     print(header(f"whole process, output to /dev/null, {args.runs} runs"))
-    print(row("sockscope ls -t   wall s", ls_wall, mib(ls_runs)))
-    print(row("ss -tanp          wall s", ss_wall, mib(ss_runs)))
+    print(row("sockscope ls -t   wall s", ls_wall, f"peak RSS {mib(ls_runs)}"))
+    print(row("ss -tanp          wall s", ss_wall, f"peak RSS {mib(ss_runs)}"))
     print(row("sockscope ls -t   cpu s (user+sys)", ls_cpu, "incl. its forked scan child"))
     print(row("ss -tanp          cpu s (user+sys)", ss_cpu))
-    print(header(f"in process, seconds of the call, each in a fresh interpreter, {args.runs} runs"))
-    for name, runs, t in (('sockscope.sockets(proto="tcp")', api_runs, api_t),
-                          ('psutil.net_connections("tcp")', ps_runs, ps_t)):
-        print(row(name, t, mib(runs)))
+    print(header(f"in process, each in a fresh interpreter, {args.runs} runs"))
+    print(row('sockscope.sockets(proto="tcp") s', api_t,
+              f"peak RSS {mib(api_runs)}, scan child {mib(api_runs, 'child_maxrss_kib')}"))
+    print(row('psutil.net_connections("tcp") s', ps_t, f"peak RSS {mib(ps_runs)}"))
+    print(row("sockscope call cpu s (user+sys)", api_cpu, "incl. its forked scan child"))
+    print(row("psutil call cpu s (user+sys)", ps_cpu))
+    print(row("import sockscope s", s(api_runs, "import_seconds"), "not in the call's time"))
+    print(row("import psutil s", s(ps_runs, "import_seconds"), "not in the call's time"))
+    sane = True
     for name, runs in (("sockscope", api_runs), ("psutil", ps_runs)):
         found = sorted({(r["sockets"], r["with_pid"], r["pids"]) for r in runs})
+        sane = sane and all(with_pid >= counts["tcp"] for _, with_pid, _ in found)
         print(f"  {name:<10} found (sockets, with an owner pid, distinct pids): "
               + ", ".join(str(f) for f in found))
+    if not sane:
+        print(f"  CHECK FAILED: a side found fewer than the load's {counts['tcp']} sockets with an owner pid")
 
     scale = "" if args.sockets == 20000 else f"  (targets are for 20,000 sockets; this run: {args.sockets})"
     print(f"\nratios of medians{scale}")
@@ -215,18 +286,19 @@ def main() -> int:
     print(f"  sockscope ls -t / ss -tanp, cpu      {ls_cpu['median'] / ss_cpu['median']:5.2f}x")
     print(f"  psutil / sockscope.sockets(), call   {api_ratio:5.2f}x   target >= 2.00x  "
           f"{'PASS' if api_ratio >= 2 else 'MISS'}")
+    print(f"  psutil / sockscope.sockets(), cpu    {ps_cpu['median'] / api_cpu['median']:5.2f}x")
     print(f"\nteardown: {time_wait} TCP sockets in TIME_WAIT left on the host; "
           f"1-min load average at the end {load_after:.2f} (the benchmark's own work included)")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": host, "sockets": args.sockets, "runs": args.runs, "warmup": args.warmup,
-            "load": counts, "established_witness": witness, "rows": {"ls": rows_ls, "ss": rows_ss},
+            "load": counts, "load_seen_by_ss": seen, "rows": rows,
             "ls": ls_runs, "ss": ss_runs, "api": api_runs, "psutil": ps_runs,
-            "ratio_ls_ss": ls_ratio, "ratio_psutil_api": api_ratio, "time_wait_after": time_wait,
-            "loadavg_before": load_before, "loadavg_after": load_after},
+            "ratio_ls_ss": ls_ratio, "ratio_psutil_api": api_ratio, "owners_check": sane,
+            "time_wait_after": time_wait, "loadavg_before": load_before, "loadavg_after": load_after},
             indent=1) + "\n")
         print(f"raw figures: {args.json}")
-    return 0
+    return 0 if sane else 1
 
 
 if __name__ == "__main__":

@@ -229,6 +229,9 @@ def main() -> int:
     parser.add_argument("--udp", type=int, default=300, help="UDP sockets (default 300)")
     parser.add_argument("--unix", type=int, default=300, help="Unix socket pairs (default 300)")
     args = parser.parse_args()
+    # Holding until a signal is this tool's whole job, so Ctrl-C must work even where the
+    # shell started us with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     try:
