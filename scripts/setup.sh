@@ -14,7 +14,8 @@ apt_pkgs=(python3 python3-venv iproute2)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
-    apt_pkgs+=(nftables procps time tshark tcpdump)
+    # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
+    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
 fi
 
 missing=()
