@@ -222,8 +222,3 @@ class Socket:
         if self.source != "sock_diag":
             out["source"] = self.source
         return out
-
-    @property
-    def key(self) -> tuple[str, int, int | None, str]:
-        """Identity across dumps: cookie where the kernel gives one, else inode."""
-        return (self.netns, self.inode, self.cookie, self.proto)

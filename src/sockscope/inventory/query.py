@@ -46,6 +46,18 @@ class Inventory:
     fallbacks: list[str] = field(default_factory=list)  # kinds read from /proc/net
 
 
+def filter_arg(filter: str | Sequence[str] | None) -> SocketFilter | None:
+    """The parsed ss filter, or None when none (or only blanks) was given.
+
+    The filter module loads only when there is something to parse.
+    """
+    if filter is None or not (filter if isinstance(filter, str) else " ".join(filter)).strip():
+        return None
+    from .filter import parse_filter
+
+    return parse_filter(filter)
+
+
 def _as_tuple(value: str | Iterable[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
     if value is None:
         return tuple(allowed)
@@ -109,11 +121,8 @@ def start(
     """
     protos = _as_tuple(proto, PROTOS, "protocol")
     families = _as_tuple(family, FAMILIES, "family")
-    flt: SocketFilter | None = None
-    if filter is not None and (filter if isinstance(filter, str) else " ".join(filter)).strip():
-        from .filter import parse_filter
-
-        flt = parse_filter(filter)
+    flt = filter_arg(filter)
+    if flt is not None:
         extended = extended or flt.needs_extended  # fwmark/cgroup tests need those attributes
     mask = ALL_STATES_MASK
     if states is not None:
@@ -356,8 +365,3 @@ def path_is_socket_file(path: str, vfs: tuple[int, int] | None) -> bool:
     if not stat.S_ISSOCK(st.st_mode):
         return False
     return vfs is None or (st.st_dev, st.st_ino) == vfs
-
-
-def require_root(action: str) -> None:
-    if os.geteuid() != 0:
-        raise PermissionNeeded(f"{action} needs root (CAP_NET_ADMIN)")

@@ -40,6 +40,7 @@ from sockscope.platform import linux
 
 from .model import ALL_STATES_MASK, STATE_NAMES, InetAddress, Socket
 from .owners import scan_owners
+from .query import filter_arg
 
 if TYPE_CHECKING:
     from .filter import SocketFilter
@@ -119,11 +120,7 @@ def watch(
             raise UsageError(f"unknown family {f!r} (expected inet or inet6)")
     if not interval > 0:
         raise UsageError("the poll interval must be positive")
-    flt: SocketFilter | None = None
-    if filter is not None and (filter if isinstance(filter, str) else " ".join(filter)).strip():
-        from .filter import parse_filter
-
-        flt = parse_filter(filter)
+    flt = filter_arg(filter)
     ref = linux.resolve_netns(netns) if netns is not None else None
     watcher = _Watcher([(p, f) for p in protos for f in families], ref, flt, interval, owners,
                        on_note or log.warning)
