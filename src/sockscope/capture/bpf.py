@@ -205,3 +205,78 @@ def compile_filter(
         finally:
             lib.pcap_close(handle)
     return BpfProgram(insns)
+
+
+def accept_all(snaplen: int) -> BpfProgram:
+    """``ret #snaplen``: keeps every packet, cut to ``snaplen`` bytes (a TPACKET_V3
+    ring copies as many bytes as the socket filter returns)."""
+    return BpfProgram(((0x06, 0, 0, snaplen),))
+
+
+# Classic BPF's ancillary load of skb->pkt_type (<linux/filter.h>: SKF_AD_OFF + SKF_AD_PKTTYPE).
+_LD_PKTTYPE = (0x30, 0, 0, 0xFFFFF000 + 4)  # BPF_LD | BPF_B | BPF_ABS
+_LD_IFINDEX = (0x20, 0, 0, 0xFFFFF000 + 8)  # BPF_LD | BPF_W | BPF_ABS, SKF_AD_IFINDEX
+_PACKET_OUTGOING = 4
+
+
+def with_direction(
+    program: BpfProgram, keep_incoming: bool, keep_outgoing: bool, loopback_index: int | None = None
+) -> BpfProgram:
+    """``program`` behind a kernel-only test of the packet's direction (tcpdump -Q).
+
+    Jumps in classic BPF are relative and forward, so instructions put in front leave
+    the program's own jumps intact. The prefix reads skb->pkt_type, which exists only
+    in the kernel: the result is for ``attach``, not for ``matches``.
+    """
+    if keep_incoming and keep_outgoing:
+        if loopback_index is None:
+            return program
+        # Every interface (-i any): loopback shows each packet leaving and arriving;
+        # drop the leaving copy there only, as libpcap does.
+        prefix = (
+            _LD_PKTTYPE,
+            (0x15, 0, 3, _PACKET_OUTGOING),  # outgoing? check the interface : program
+            _LD_IFINDEX,
+            (0x15, 0, 1, loopback_index),  # loopback? drop : program
+            (0x06, 0, 0, 0),
+        )
+        return BpfProgram(prefix + program.instructions)
+    if not keep_incoming and not keep_outgoing:
+        return reject_all()
+    # jeq #OUTGOING: to "ret #0" (index 2) or over it to the program (index 3).
+    jt, jf = (1, 0) if keep_outgoing else (0, 1)
+    test = (_LD_PKTTYPE, (0x15, jt, jf, _PACKET_OUTGOING), (0x06, 0, 0, 0))
+    return BpfProgram(test + program.instructions)
+
+
+_SLL_HDR_LEN = 16
+_SKF_AD_PROTOCOL = 0xFFFFF000 + 0
+_SKF_AD_PKTTYPE = 0xFFFFF000 + 4
+_BPF_LD, _BPF_LDX, _BPF_RET = 0x00, 0x01, 0x06
+_BPF_ABS, _BPF_IND, _BPF_MSH, _BPF_H, _BPF_K = 0x20, 0x40, 0xA0, 0x08, 0x00
+
+
+def for_cooked_socket(program: BpfProgram) -> BpfProgram | None:
+    """A LINUX_SLL program rewritten for a SOCK_DGRAM packet socket, or None.
+
+    The kernel runs socket filters on a cooked socket's packet from the network
+    header on: the 16-byte SLL header the program expects is not there. Loads past it
+    move back 16 bytes; the two SLL fields a filter can test map to the kernel's
+    ancillary loads (packet type at 0, protocol at 14); snapshot lengths shrink by the
+    header we add in user space. Any other load inside the header cannot be
+    translated: None, and the caller filters in user space instead.
+    """
+    out = []
+    for code, jt, jf, k in program.instructions:
+        cls, mode, size = code & 0x07, code & 0xE0, code & 0x18
+        if cls in (_BPF_LD, _BPF_LDX) and mode in (_BPF_ABS, _BPF_IND, _BPF_MSH):
+            if k >= _SLL_HDR_LEN:
+                k -= _SLL_HDR_LEN
+            elif mode == _BPF_ABS and cls == _BPF_LD and size == _BPF_H and k in (0, 14):
+                k = _SKF_AD_PKTTYPE if k == 0 else _SKF_AD_PROTOCOL
+            else:
+                return None
+        elif cls == _BPF_RET and (code & 0x18) == _BPF_K and k:
+            k = max(k - _SLL_HDR_LEN, 1)
+        out.append((code, jt, jf, k))
+    return BpfProgram(tuple(out))

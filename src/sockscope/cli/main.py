@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ifaces": ("sockscope.cli.ifaces", "interface counters and addresses (netstat -i, ip -s link)"),
     "kill": ("sockscope.cli.kill", "destroy matching TCP/UDP sockets (ss -K)"),
     "watch": ("sockscope.cli.watch", "stream socket events: new, state change, closed"),
+    "capture": ("sockscope.cli.capture", "capture packets: print them or write pcap/pcapng (tcpdump)"),
 }
 
 

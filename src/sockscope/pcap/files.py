@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from sockscope.errors import UsageError
 from sockscope.pcap.decoder import Decoder
 from sockscope.pcap.pcapfile import RECORD_HEADER, pcap_header
 from sockscope.pcap.pcapng import EPB, pcapng_epb, pcapng_idb, pcapng_isb, pcapng_shb
-from sockscope.pcap.records import NS_PER_S, Interface, InterfaceStats, PcapError, Record
+from sockscope.pcap.records import NS_PER_S, Direction, Interface, InterfaceStats, PcapError, Record
 
 FLUSH_AT = 1 << 20
+# epb_flags options by direction (0: none): option 2, length 4, the value; end of options.
+_EPB_FLAGS = {0: b""} | {int(d): struct.pack("<HHIHH", 2, 4, int(d), 0, 0) for d in Direction}
 READ_SIZE = 1 << 20
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -89,7 +91,13 @@ class _Writer:
         # write(); what lies past _done is then half a record, which flush() leaves out so
         # that closing in a `finally` still gives a readable file.
         self._done = 0
+        self._flushed = 0
         self.closed = False
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far, buffered ones included (for size-based rotation)."""
+        return self._flushed + self._done
 
     def _append(self, data: bytes) -> None:
         self._buf += data
@@ -104,7 +112,22 @@ class _Writer:
         except OSError as e:
             raise PcapError(f"{self.name}: cannot write: {e.strerror}") from e
         del self._buf[: self._done]
+        self._flushed += self._done
         self._done = 0
+
+    def extend_with(self, encode: Callable[[bytearray], int]) -> int:
+        """Let ``encode`` append whole, already encoded records to the buffer (a live
+        capture encodes straight from its ring); return what ``encode`` returns."""
+        self._check_open()
+        try:
+            n = encode(self._buf)
+        except BaseException:
+            del self._buf[self._done :]  # never keep half a record
+            raise
+        self._done = len(self._buf)
+        if self._done >= FLUSH_AT:
+            self.flush()
+        return n
 
     def _finish(self, trailer: bytes) -> None:
         del self._buf[self._done :]
@@ -143,7 +166,7 @@ class PcapWriter(_Writer):
 
     def __init__(self, f: Source, linktype: int, snaplen: int = 262144, nanosecond: bool = True) -> None:
         super().__init__(*_open(f, "wb"))
-        self._frac_div = 1 if nanosecond else 1000
+        self.frac_div = self._frac_div = 1 if nanosecond else 1000
         self._append(pcap_header(linktype, snaplen, nanosecond))
         self.flush()
 
@@ -161,6 +184,24 @@ class PcapWriter(_Writer):
         buf += data
         self._done = n = len(buf)
         if n >= FLUSH_AT:
+            self.flush()
+
+    def write_frames(self, frames: Iterable[Sequence[Any]], interface_id: int = 0) -> None:
+        """Buffer a batch of ``(sec, nsec, data, wirelen, ...)`` tuples, as a live capture
+        delivers them: the hot path of ``capture -w``, with no Record per packet."""
+        self._check_open()
+        pack = RECORD_HEADER.pack
+        div = self._frac_div
+        buf = self._buf
+        try:
+            for sec, nsec, data, wirelen, *_ in frames:
+                buf += pack(sec, nsec // div, len(data), wirelen)
+                buf += data
+        except struct.error as e:
+            raise PcapError(f"{self.name}: cannot write record: {e}") from e
+        finally:
+            self._done = len(buf)
+        if self._done >= FLUSH_AT:
             self.flush()
 
 
@@ -225,6 +266,36 @@ class PcapngWriter(_Writer):
             buf += b"\0\0\0"[:pad] + total.to_bytes(4, "little")
         self._done = n = len(buf)
         if n >= FLUSH_AT:
+            self.flush()
+
+    def write_frames(self, frames: Iterable[Sequence[Any]], interface_id: int = 0) -> None:
+        """Buffer a batch of ``(sec, nsec, data, wirelen, ifindex, pkttype, direction)``
+        tuples from a live capture as Enhanced Packet Blocks carrying the direction
+        (``Direction`` value, 0 for unknown) in epb_flags."""
+        self._check_open()
+        if not 0 <= interface_id < len(self.interfaces):
+            described = len(self.interfaces)
+            raise PcapError(f"{self.name}: frames for interface {interface_id}, {described} described")
+        pack = self._epb_head.pack
+        buf = self._buf
+        flags = _EPB_FLAGS
+        try:
+            for sec, nsec, data, wirelen, _ifindex, _pkttype, direction in frames:
+                caplen = len(data)
+                pad = -caplen % 4
+                opts = flags[direction]
+                total = 32 + caplen + pad + len(opts)
+                ts = sec * NS_PER_S + nsec
+                buf += pack(EPB, total, interface_id, ts >> 32, ts & 0xFFFFFFFF, caplen, wirelen)
+                buf += data
+                buf += b"\0\0\0"[:pad]
+                buf += opts
+                buf += total.to_bytes(4, "little")
+        except struct.error as e:
+            raise PcapError(f"{self.name}: cannot write record: {e}") from e
+        finally:
+            self._done = len(buf)
+        if self._done >= FLUSH_AT:
             self.flush()
 
     def _trailer(self, stats: Sequence[InterfaceStats]) -> bytes:
