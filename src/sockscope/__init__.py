@@ -6,6 +6,9 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     interfaces()      interface counters and addresses (rtnetlink)
     kill_sockets(...) destroy sockets (SOCK_DESTROY)
     watch(...)        socket events: new, state change, closed
+    capture(...)      live packet capture (AF_PACKET, TPACKET_V3), iterable and async
+    send_frame(...)   send a link-layer frame; replay(...) a capture file
+    pcap              pcap/pcapng readers and writers (``sockscope.pcap``)
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ _EXPORTS = {
     "watch": "sockscope.inventory.watch",
     "SocketEvent": "sockscope.inventory.watch",
     "parse_filter": "sockscope.inventory.filter",
+    "send_frame": "sockscope.capture.inject",
+    "replay": "sockscope.capture.inject",
+    "CapturedPacket": "sockscope.capture.packet",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
 }
@@ -39,6 +45,7 @@ __all__ = [
     "Interface",
     "Memory",
     "NetlinkAddress",
+    "CapturedPacket",
     "Owner",
     "PacketAddress",
     "Socket",
@@ -48,14 +55,19 @@ __all__ = [
     "UnixAddress",
     "UsageError",
     "__version__",
+    "capture",
     "interfaces",
     "kill_sockets",
     "parse_filter",
+    "replay",
+    "send_frame",
     "sockets",
     "watch",
 ]
 
 if TYPE_CHECKING:
+    from sockscope.capture.inject import replay, send_frame
+    from sockscope.capture.packet import CapturedPacket
     from sockscope.errors import SockscopeError, UsageError
     from sockscope.inventory.filter import parse_filter
     from sockscope.inventory.interfaces import Interface, interfaces
@@ -75,6 +87,11 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("capture", "pcap", "packets"):
+        # Subpackages; ``capture`` is also callable: sockscope.capture(...) opens one.
+        import importlib
+
+        return importlib.import_module(f"sockscope.{name}")
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'sockscope' has no attribute {name!r}")

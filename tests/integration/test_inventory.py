@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import privileges
 import pytest
 
 import sockscope
@@ -293,38 +294,7 @@ def test_processes_exiting_during_scans_are_skipped() -> None:
 
 
 def run_as_nobody(argv: list[str]) -> tuple[int, str]:
-    """Run the CLI in a forked child that dropped to nobody; (exit status, stderr)."""
-    # The child cannot read a stdlib under /root (pyenv): import what it needs first.
-    import ctypes  # noqa: F401 - setns on Python 3.11
-    import locale  # noqa: F401 - argparse's gettext needs it
-    import pwd  # noqa: F401
-
-    import sockscope.cli.ls
-    import sockscope.inventory.filter  # noqa: F401
-
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            # pytest has replaced sys.stdout/err with capture objects: point them at fds.
-            sys.stderr = os.fdopen(write_fd, "w")
-            sys.stdout = open(os.devnull, "w")
-            os.setgid(65534)
-            os.setuid(65534)
-            from sockscope.cli.main import main
-
-            code = main(argv)
-            sys.stderr.flush()
-        except BaseException as exc:
-            sys.stderr.write(f"child failed: {exc!r}\n")
-            sys.stderr.flush()
-            code = 99
-        os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        err = f.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), err
+    return privileges.run_as_nobody(argv, preload=["sockscope.inventory.filter"])
 
 
 def test_owners_need_root_note_for_unprivileged_user() -> None:

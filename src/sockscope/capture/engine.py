@@ -85,7 +85,15 @@ class Capture:
         direction: str = "inout",
         netns: str | None = None,
         fanout: tuple[int, str] | None = None,
+        count: int | None = None,
+        duration: float | None = None,
     ) -> None:
+        if count is not None and count <= 0:
+            raise UsageError(f"count must be positive, not {count}")
+        if duration is not None and duration <= 0:
+            raise UsageError(f"duration must be positive, not {duration}")
+        self.count = count
+        self.duration = duration
         names = [interfaces] if isinstance(interfaces, str) else list(interfaces)
         if not names:
             raise UsageError("no interface to capture on")
@@ -263,33 +271,57 @@ class Capture:
             name = self._ifnames.setdefault(ifindex, f"if{ifindex}")
         return name
 
-    def packets(self, timeout: float = 0.25) -> Iterator[CapturedPacket]:
+    def packets(self) -> Iterator[CapturedPacket]:
+        """The packets, as they come; ends at ``count`` packets, after ``duration``
+        seconds, or on ``stop()``."""
+        remaining = self.count
+        deadline = None if self.duration is None else time.monotonic() + self.duration
         while not self._stopping:
+            timeout = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if timeout <= 0:
+                return
             for iid, frames in self.poll(timeout):
                 iface = self.interfaces[iid]
                 for frame in frames:
                     yield CapturedPacket.from_frame(frame, iface, iid, self)
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            return
 
     __iter__ = packets
 
     async def apackets(self) -> AsyncIterator[CapturedPacket]:
-        """The packets, for ``async for``: waits through the event loop, never blocks it."""
+        """The packets, for ``async for``: waits through the event loop, never blocks
+        it. Ends as ``packets()`` does."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         fds = [ring.fileno() for ring in self._rings] + [self._wake_r]
         for fd in fds:
             loop.add_reader(fd, ready.set)
+        remaining = self.count
+        deadline = None if self.duration is None else time.monotonic() + self.duration
         try:
             while not self._stopping:
                 batches = self.poll(0)
                 if not batches:
                     ready.clear()
-                    await ready.wait()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return
+                    try:
+                        await asyncio.wait_for(ready.wait(), left)
+                    except TimeoutError:
+                        return
                     continue
                 for iid, frames in batches:
                     iface = self.interfaces[iid]
                     for frame in frames:
                         yield CapturedPacket.from_frame(frame, iface, iid, self)
+                        if remaining is not None:
+                            remaining -= 1
+                            if remaining == 0:
+                                return
         finally:
             for fd in fds:
                 loop.remove_reader(fd)

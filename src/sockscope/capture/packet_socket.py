@@ -151,7 +151,7 @@ class RingSocket:
                 raise UsageError(f"unknown fanout mode {mode!r} (one of {', '.join(FANOUT_MODES)})")
             arg = (group & 0xFFFF) | (FANOUT_MODES[mode] | PACKET_FANOUT_FLAG_DEFRAG) << 16
             try:
-                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
+                sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", arg))
             except OSError as e:
                 raise SockscopeError(f"cannot join fanout group {group} ({mode}): {e.strerror}") from e
 

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kill": ("sockscope.cli.kill", "destroy matching TCP/UDP sockets (ss -K)"),
     "watch": ("sockscope.cli.watch", "stream socket events: new, state change, closed"),
     "capture": ("sockscope.cli.capture", "capture packets: print them or write pcap/pcapng (tcpdump)"),
+    "send": ("sockscope.cli.send", "replay a capture file's frames out of an interface (tcpreplay)"),
 }
 
 
