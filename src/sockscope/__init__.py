@@ -41,11 +41,11 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CapturedPacket",
     "InetAddress",
     "Interface",
     "Memory",
     "NetlinkAddress",
-    "CapturedPacket",
     "Owner",
     "PacketAddress",
     "Socket",

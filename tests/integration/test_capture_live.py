@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from privileges import run_as_nobody
 
 import sockscope
+from privileges import run_as_nobody
 from sockscope.capture.engine import Capture, CaptureError
 from sockscope.packets import UDP, Dot1Q, IPv4
 from sockscope.pcap import open_reader
@@ -322,7 +322,7 @@ def test_cli_json_lines(pair: Pair) -> None:
 
     proc = pair.capture_cli("-i", pair.if_b, "-c", "1", "--jsonl", "-v", "udp port 5566")
     pair.udp_from_a(5566, 1)
-    out, err = _finish(proc, None)
+    out, _err = _finish(proc, None)
     record = json.loads(out)
     assert record["interface"] == pair.if_b and record["direction"] == "in"
     assert [layer["name"] for layer in record["layers"]] == ["Ethernet", "IPv4", "UDP"]

@@ -14,9 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import privileges
 import pytest
 
+import privileges
 import sockscope
 from sockscope.inventory.model import InetAddress, UnixAddress
 
