@@ -103,7 +103,7 @@ def _send(
     sock, hatype = _sender(interface, netns)
     if hatype not in _ETHERNET_HATYPES:
         sock.close()
-        raise UsageError(f"{interface} is not an Ethernet interface (ARPHRD {hatype}); it cannot take Ethernet frames")
+        raise UsageError(f"{interface} is not an Ethernet interface (ARPHRD {hatype}): cannot send frames")
     sent = nbytes = failed = 0
     first_error: str | None = None
     start = time.monotonic()
