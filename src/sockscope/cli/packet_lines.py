@@ -41,11 +41,15 @@ class TimeFormat:
     def _frac(self, nsec: int) -> str:
         return f"{nsec:09d}" if self.nano else f"{nsec // 1000:06d}"
 
+    def clock_text(self, sec: int) -> str:
+        """The local time of second ``sec`` ("HH:MM:SS", with the date for -tttt)."""
+        fmt = "%Y-%m-%d %H:%M:%S" if self.style == 4 else "%H:%M:%S"
+        return time.strftime(fmt, time.localtime(sec))
+
     def _clock(self, sec: int, nsec: int) -> str:
         if sec != self._sec:
             self._sec = sec
-            fmt = "%Y-%m-%d %H:%M:%S" if self.style == 4 else "%H:%M:%S"
-            self._text = time.strftime(fmt, time.localtime(sec))
+            self._text = self.clock_text(sec)
         return f"{self._text}.{self._frac(nsec)} "
 
     def _none(self, sec: int, nsec: int) -> str:

@@ -16,7 +16,16 @@ from sockscope.packets.icmpv6 import ICMPv6
 from sockscope.packets.ipv4 import IPv4
 from sockscope.packets.ipv6 import IPv6
 from sockscope.packets.sll import SLL, SLL2
-from sockscope.packets.tcp import OPT_MSS, OPT_NOP, OPT_SACK, OPT_SACK_OK, OPT_TIMESTAMP, OPT_WSCALE, TCP
+from sockscope.packets.tcp import (
+    OPT_MSS,
+    OPT_NOP,
+    OPT_SACK,
+    OPT_SACK_OK,
+    OPT_TIMESTAMP,
+    OPT_WSCALE,
+    TCP,
+    TCPOption,
+)
 from sockscope.packets.udp import UDP
 
 if TYPE_CHECKING:
@@ -124,8 +133,13 @@ def _tcp(tcp: TCP) -> str:
 
 
 def _tcp_options(tcp: TCP) -> str:
+    return options_text(tcp.option_list)
+
+
+def options_text(options: list[TCPOption]) -> str:
+    """tcpdump's rendering of TCP options: "mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7"."""
     out = []
-    for kind, data in tcp.option_list:
+    for kind, data in options:
         if kind == OPT_NOP:
             out.append("nop")
         elif kind == OPT_MSS and len(data) == 2:

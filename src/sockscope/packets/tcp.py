@@ -60,6 +60,30 @@ def tcp_options(
     return out + bytes((OPT_NOP,)) * (-len(out) % 4)
 
 
+def parse_options(opts: bytes) -> list[TCPOption]:
+    """The options in ``opts``; stops at EOL or at the first length that lies."""
+    out: list[TCPOption] = []
+    i = 0
+    while i < len(opts):
+        kind = opts[i]
+        if kind == OPT_EOL:
+            break
+        if kind == OPT_NOP:
+            out.append(TCPOption(kind, b""))
+            i += 1
+            continue
+        if i + 1 >= len(opts) or opts[i + 1] < 2 or i + opts[i + 1] > len(opts):
+            break
+        out.append(TCPOption(kind, bytes(opts[i + 2 : i + opts[i + 1]])))
+        i += opts[i + 1]
+    return out
+
+
+def flag_text(off_flags: int) -> str:
+    """tcpdump's flag letters ("S.", "P.", "none") for the data offset/flags word."""
+    return "".join(letter for bit, letter in FLAG_LETTERS if off_flags & bit) or "none"
+
+
 class TCP(PseudoChecksummed):
     __hdr__ = (
         ("sport", "H", 0),
@@ -105,8 +129,7 @@ class TCP(PseudoChecksummed):
 
     @property
     def flag_string(self) -> str:
-        f = self.off_flags
-        return "".join(letter for bit, letter in FLAG_LETTERS if f & bit) or "none"
+        return flag_text(self.off_flags)
 
     def _check(self) -> str | None:
         return None if self.data_offset >= 5 else f"bad TCP data offset {self.data_offset}"
@@ -118,21 +141,7 @@ class TCP(PseudoChecksummed):
     @property
     def option_list(self) -> list[TCPOption]:
         """Parsed options; stops at EOL or at the first length that lies."""
-        out: list[TCPOption] = []
-        opts, i = self.options, 0
-        while i < len(opts):
-            kind = opts[i]
-            if kind == OPT_EOL:
-                break
-            if kind == OPT_NOP:
-                out.append(TCPOption(kind, b""))
-                i += 1
-                continue
-            if i + 1 >= len(opts) or opts[i + 1] < 2 or i + opts[i + 1] > len(opts):
-                break
-            out.append(TCPOption(kind, bytes(opts[i + 2 : i + opts[i + 1]])))
-            i += opts[i + 1]
-        return out
+        return parse_options(self.options)
 
     def _option(self, kind: int, size: int) -> bytes | None:
         for opt in self.option_list:

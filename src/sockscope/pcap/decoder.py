@@ -55,7 +55,10 @@ class Decoder:
                 if len(buf) < 4:
                     return out
                 self._parser = self._choose(bytes(buf[:4]))
-            pos = self._parser.parse(buf, 0, self._base, out)
+            # An immutable snapshot: slicing bytes copies once, slicing a bytearray
+            # and then making bytes of it copies twice (per packet, that is most of
+            # the cost of reading).
+            pos = self._parser.parse(bytes(buf), 0, self._base, out)
         except PcapError as e:
             self._error = e
             return out

@@ -60,9 +60,17 @@ class Reader:
         return self._decoder.format
 
     def __iter__(self) -> Iterator[Record]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Record]]:
+        """The records, a list per chunk read (fewer Python steps per record than
+        iterating one by one); raises PcapError after the last good batch."""
         decoder = self._decoder
         while chunk := self._f.read(READ_SIZE):
-            yield from decoder.feed(chunk)
+            batch = decoder.feed(chunk)
+            if batch:
+                yield batch
         decoder.close()
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ class PcapParser:
         self._frac_ns = 1
         self.packets = 0
 
-    def parse(self, buf: bytearray, pos: int, base: int, out: list[Record]) -> int:
+    def parse(self, buf: bytes | bytearray, pos: int, base: int, out: list[Record]) -> int:
         """Append every complete record from ``buf[pos:]`` to ``out``; return where parsing stopped.
 
         ``base`` is the file offset of ``buf[0]``, for messages.
@@ -85,7 +85,7 @@ class PcapParser:
             self.packets = packets
         return pos
 
-    def _read_header(self, buf: bytearray, pos: int) -> None:
+    def _read_header(self, buf: bytes | bytearray, pos: int) -> None:
         # The magic, read little-endian, tells both the byte order and the resolution.
         (magic,) = struct.unpack_from("<I", buf, pos)
         swapped = int.from_bytes(buf[pos : pos + 4], "big")
@@ -102,7 +102,7 @@ class PcapParser:
         # The upper bits of the linktype field carry FCS information, not the link type.
         self._interfaces.append(Interface(linktype & 0xFFFF, snaplen, tsresol=9 if nanosecond else 6))
 
-    def truncated(self, buf: bytearray, pos: int, base: int) -> PcapError:
+    def truncated(self, buf: bytes | bytearray, pos: int, base: int) -> PcapError:
         """The error for a stream that ended with ``buf[pos:]`` unparsed."""
         have = len(buf) - pos
         if self._record is None:

@@ -152,7 +152,7 @@ class PcapngParser:
         self._first = 0  # index in `interfaces` of the current section's interface 0
         self.packets = 0
 
-    def parse(self, buf: bytearray, pos: int, base: int, out: list[Record]) -> int:
+    def parse(self, buf: bytes | bytearray, pos: int, base: int, out: list[Record]) -> int:
         """Append the packets of every complete block in ``buf[pos:]`` to ``out``; return where it stopped.
 
         ``base`` is the file offset of ``buf[0]``, for messages.
@@ -206,7 +206,7 @@ class PcapngParser:
             pos = end
         return pos
 
-    def truncated(self, buf: bytearray, pos: int, base: int) -> PcapError:
+    def truncated(self, buf: bytes | bytearray, pos: int, base: int) -> PcapError:
         """The error for a stream that ended with ``buf[pos:]`` unparsed."""
         have = len(buf) - pos
         kind, need = "block", 12
@@ -225,7 +225,7 @@ class PcapngParser:
             kind += f" (packet {self.packets + 1})"
         return PcapError(f"{self._name}: corrupt {kind} at offset {offset}: {what}")
 
-    def _section_byte_order(self, buf: bytearray, pos: int, base: int) -> None:
+    def _section_byte_order(self, buf: bytes | bytearray, pos: int, base: int) -> None:
         bom = bytes(buf[pos + 8 : pos + 12])
         if bom == b"\x4d\x3c\x2b\x1a":
             self._e = "<"
@@ -242,7 +242,7 @@ class PcapngParser:
             raise self._corrupt(btype, base + pos, f"body of {end - pos - 12} bytes, needs {fixed}")
 
     def _options(
-        self, btype: int, buf: bytearray, start: int, end: int, pos: int, base: int
+        self, btype: int, buf: bytes | bytearray, start: int, end: int, pos: int, base: int
     ) -> dict[int, bytes]:
         """The options in ``buf[start:end]``; a repeated code keeps its first value."""
         found: dict[int, bytes] = {}
@@ -257,7 +257,7 @@ class PcapngParser:
             start += 4 + length + _pad(length)
         return found
 
-    def _shb(self, buf: bytearray, pos: int, end: int, base: int) -> None:
+    def _shb(self, buf: bytes | bytearray, pos: int, end: int, base: int) -> None:
         self._need(SHB, pos, end, base, 16)
         major, minor = struct.unpack_from(self._e + "HH", buf, pos + 12)
         if major != 1:
@@ -265,7 +265,7 @@ class PcapngParser:
         self._first = len(self._interfaces)
         self._clocks = []
 
-    def _idb(self, buf: bytearray, pos: int, end: int, base: int) -> None:
+    def _idb(self, buf: bytes | bytearray, pos: int, end: int, base: int) -> None:
         self._need(IDB, pos, end, base, 8)
         linktype, _, snaplen = struct.unpack_from(self._e + "HHI", buf, pos + 8)
         opts = self._options(IDB, buf, pos + 16, end - 4, pos, base)
@@ -286,7 +286,7 @@ class PcapngParser:
             )
         return self._clocks[local_id]
 
-    def _epb(self, buf: bytearray, pos: int, end: int, base: int, out: list[Record]) -> None:
+    def _epb(self, buf: bytes | bytearray, pos: int, end: int, base: int, out: list[Record]) -> None:
         self._need(EPB, pos, end, base, 20)
         local_id, high, low, caplen, orig = struct.unpack_from(self._e + "IIIII", buf, pos + 8)
         data_end = pos + 28 + caplen
@@ -304,7 +304,7 @@ class PcapngParser:
         ts = ((high << 32) | low) * clock.mul // clock.div + clock.offset
         out.append(Record(ts, bytes(buf[pos + 28 : data_end]), orig, self._first + local_id, direction))
 
-    def _spb(self, buf: bytearray, pos: int, end: int, base: int, out: list[Record]) -> None:
+    def _spb(self, buf: bytes | bytearray, pos: int, end: int, base: int, out: list[Record]) -> None:
         # A Simple Packet Block belongs to interface 0, has no timestamp (recorded as 0)
         # and no captured length: it is the original length cut to the snaplen.
         self._need(SPB, pos, end, base, 4)
@@ -315,7 +315,7 @@ class PcapngParser:
         self.packets += 1
         out.append(Record(0, bytes(buf[pos + 12 : pos + 12 + caplen]), orig, self._first))
 
-    def _opb(self, buf: bytearray, pos: int, end: int, base: int, out: list[Record]) -> None:
+    def _opb(self, buf: bytes | bytearray, pos: int, end: int, base: int, out: list[Record]) -> None:
         # The obsolete Packet Block: an EPB with a 16-bit interface id and a drops count.
         self._need(OPB, pos, end, base, 20)
         local_id, _, high, low, caplen, orig = struct.unpack_from(self._e + "HHIIII", buf, pos + 8)
@@ -332,7 +332,7 @@ class PcapngParser:
             )
         )
 
-    def _isb(self, buf: bytearray, pos: int, end: int, base: int) -> None:
+    def _isb(self, buf: bytes | bytearray, pos: int, end: int, base: int) -> None:
         self._need(ISB, pos, end, base, 12)
         local_id, high, low = struct.unpack_from(self._e + "III", buf, pos + 8)
         clock = self._clock(ISB, local_id, pos, base)
