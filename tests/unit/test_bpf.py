@@ -166,3 +166,47 @@ def test_missing_libpcap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(SockscopeError) as info:
         compile_filter("udp")
     assert str(info.value) == "libpcap not found: install libpcap0.8"
+
+
+# -- programs rewritten for the kernel: cooked sockets and direction -----------------
+
+from sockscope.capture.bpf import accept_all, for_cooked_socket, with_direction  # noqa: E402
+
+
+def test_cooked_program_moves_loads_back_by_the_sll_header() -> None:
+    sll = compile_filter("udp port 53", 113, snaplen=1000)
+    cooked = for_cooked_socket(sll)
+    assert cooked is not None and len(cooked) == len(sll)
+    for (code, _jt, _jf, k), (code2, _jt2, _jf2, k2) in zip(
+        sll.instructions, cooked.instructions, strict=True
+    ):
+        assert code == code2
+        if code & 0x07 in (0, 1) and code & 0xE0 in (0x20, 0x40, 0xA0):  # packet loads
+            if k == 14:
+                assert k2 == 0xFFFFF000  # SKF_AD_PROTOCOL: the SLL protocol field
+            else:
+                assert k2 == k - 16
+        elif code == 0x06 and k:
+            assert k2 == 1000 - 16  # snaplen counted from the network header
+
+
+def test_cooked_program_maps_packet_type_and_refuses_other_sll_fields() -> None:
+    inbound = for_cooked_socket(compile_filter("inbound", 113))
+    assert inbound is not None
+    assert any(k == 0xFFFFF004 for _c, _t, _f, k in inbound.instructions)  # SKF_AD_PKTTYPE
+    # Bytes 6-7 lie in the SLL address field, which the kernel cannot offer.
+    assert for_cooked_socket(compile_filter("ether[6:2] == 0x0200", 113)) is None
+
+
+def test_direction_prefix() -> None:
+    prog = accept_all(100)
+    assert with_direction(prog, True, True) is prog
+    assert with_direction(prog, False, False).instructions == ((0x06, 0, 0, 0),)
+    only_in = with_direction(prog, True, False).instructions
+    assert only_in[:3] == ((0x30, 0, 0, 0xFFFFF004), (0x15, 0, 1, 4), (0x06, 0, 0, 0))
+    assert only_in[3:] == prog.instructions
+    only_out = with_direction(prog, False, True).instructions
+    assert only_out[1] == (0x15, 1, 0, 4)
+    any_iface = with_direction(prog, True, True, loopback_index=1).instructions
+    assert any_iface[2] == (0x20, 0, 0, 0xFFFFF008) and any_iface[3] == (0x15, 0, 1, 1)
+    assert any_iface[5:] == prog.instructions
