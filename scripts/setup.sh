@@ -2,12 +2,19 @@
 # Set up sockscope on Debian 12 as root: system packages (apt) and a virtualenv
 # in .venv with sockscope installed. Idempotent: a second run installs nothing.
 #   scripts/setup.sh          what `sockscope` needs
-#   scripts/setup.sh --test   plus what the test suite and benchmarks need
+#   scripts/setup.sh --test   plus what the test suite needs
+#   scripts/setup.sh --bench  plus what the benchmarks compare against (bench/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_bench=0
+case "${1:-}" in
+    --test) want_test=1 ;;
+    --bench) want_test=1; want_bench=1 ;;
+    "") ;;
+    *) echo "usage: scripts/setup.sh [--test | --bench]" >&2; exit 2 ;;
+esac
 
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor).
 apt_pkgs=(python3 python3-venv iproute2)
@@ -16,6 +23,10 @@ if [ "$want_test" = 1 ]; then
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
     apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+fi
+if [ "$want_bench" = 1 ]; then
+    # netsniff-ng: trafgen blasts frames at the capture benchmark's veth pair.
+    apt_pkgs+=(netsniff-ng)
 fi
 
 missing=()
@@ -45,6 +56,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extra=""
 [ "$want_test" = 1 ] && extra="[test]"
+[ "$want_bench" = 1 ] && extra="[test,bench]"
 stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"

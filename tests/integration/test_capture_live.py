@@ -382,7 +382,7 @@ def test_cli_bad_input(argv: list[str], status: int, message: str) -> None:
 
 
 def test_cli_without_cap_net_raw_says_so() -> None:
-    code, err = run_as_nobody(["capture", "-i", "lo", "-c", "1"], preload=["sockscope.cli.capture_run"])
+    code, err = run_as_nobody(["capture", "-i", "lo", "-c", "1"], preload=["sockscope.cli.capture_live"])
     assert code == 1, err
     assert err.strip() == "sockscope capture: capture needs CAP_NET_RAW (run as root)"
 

@@ -103,3 +103,20 @@ def test_quick_summary_equals_the_decoder(sample: tuple[bytes, int], data: st.Da
     cut = bytes(raw[: data.draw(st.integers(0, len(raw)))])
     wirelen = data.draw(st.sampled_from([len(cut), len(raw)]))
     assert quick(cut, wirelen) == decode(cut, linktype, wirelen).summary()
+
+
+@SETTINGS
+@given(frames_for_quick(), st.data())
+def test_flow_keys_equal_the_decoder(sample: tuple[bytes, int], data: st.DataObject) -> None:
+    from sockscope.packets.quick import decoded_flow_key, flow_keyer, flow_text
+
+    frame, linktype = sample
+    key = flow_keyer(linktype)
+    whole = key(frame)
+    assert whole is not None and whole == decoded_flow_key(frame, linktype)
+    assert flow_text(whole).split()[0] in ("tcp", "udp")
+    raw = bytearray(frame)
+    for _ in range(data.draw(st.integers(0, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    cut = bytes(raw[: data.draw(st.integers(0, len(raw)))])
+    assert key(cut) == decoded_flow_key(cut, linktype)

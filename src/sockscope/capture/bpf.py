@@ -17,7 +17,6 @@ can then be
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -77,6 +76,8 @@ def _load() -> ctypes.CDLL:
     with _load_lock:  # another thread may have loaded it while we waited
         if _lib is not None:
             return _lib
+        import ctypes.util  # only here: it pulls in subprocess and shutil
+
         names = [n for n in (ctypes.util.find_library("pcap"),) if n] + list(_SONAMES)
         for name in names:
             try:

@@ -7,7 +7,6 @@ gives ``CapturedPacket`` objects whose layers decode only when asked.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import functools
 import os
@@ -294,6 +293,8 @@ class Capture:
     async def apackets(self) -> AsyncIterator[CapturedPacket]:
         """The packets, for ``async for``: waits through the event loop, never blocks
         it. Ends as ``packets()`` does."""
+        import asyncio  # only for async users: it costs tens of milliseconds to import
+
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         fds = [ring.fileno() for ring in self._rings] + [self._wake_r]

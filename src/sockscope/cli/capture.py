@@ -16,8 +16,6 @@ from types import FrameType
 
 from sockscope.errors import UsageError
 
-from .capture_run import LiveRun, read_file
-
 
 def _positive(kind: type[int] | type[float], what: str):  # type: ignore[no-untyped-def]
     def parse(text: str) -> int | float:
@@ -168,7 +166,11 @@ def run(args: argparse.Namespace) -> int:
     if args.read is not None:
         if args.interface or args.netns:
             raise UsageError("-r reads a file; -i and -N are for live captures")
+        from .capture_read import read_file
+
         return read_file(args)
+    from .capture_live import LiveRun
+
     live = LiveRun(args)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
 

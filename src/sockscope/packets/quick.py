@@ -123,3 +123,76 @@ def summarizer(linktype: int) -> Summarizer:
         return slow(data, wirelen)
 
     return summarize
+
+
+FlowKey = bytes
+
+
+def decoded_flow_key(data: bytes, linktype: int) -> FlowKey | None:
+    """The flow key of a frame through the full decoder: the outermost IP header and
+    the first TCP or UDP header after it, when the decoder reaches them."""
+    from sockscope.packets.ipv4 import IPv4
+    from sockscope.packets.ipv6 import IPv6
+    from sockscope.packets.tcp import TCP
+    from sockscope.packets.udp import UDP
+
+    layers = Packet(data, linktype).layers
+    ip = next((layer for layer in layers if isinstance(layer, IPv4 | IPv6)), None)
+    if ip is None:
+        return None
+    l4 = next((layer for layer in layers[layers.index(ip) + 1 :] if isinstance(layer, TCP | UDP)), None)
+    if l4 is None:
+        return None
+    version = 4 if isinstance(ip, IPv4) else 6
+    proto = 6 if isinstance(l4, TCP) else 17
+    return bytes((version, proto)) + ip.src + ip.dst + struct.pack("!HH", l4.sport, l4.dport)
+
+
+def flow_keyer(linktype: int) -> Callable[[bytes], FlowKey | None]:
+    """``f(data) -> key`` naming the TCP/UDP flow of a frame (None for other packets).
+
+    The key is bytes: IP version (4 or 6), protocol, source and destination address,
+    source and destination port; ``flow_text`` renders it. Common, well-formed shapes
+    are read in place; the rest go through the decoder (``decoded_flow_key``), and the
+    two agree on every frame (the tests compare them).
+    """
+    l3 = {LINKTYPE_ETHERNET: 14, LINKTYPE_LINUX_SLL: 16}.get(linktype)
+
+    def slow(data: bytes) -> FlowKey | None:
+        return decoded_flow_key(data, linktype)
+
+    if l3 is None:
+        return slow
+    lead = l3 - 2
+    v4 = struct.Struct(f"!{lead}xHBxH2xHxB").unpack_from  # type, ver_ihl, total_len, flags_frag, proto
+    v6 = struct.Struct(f"!{lead}xHB3xHB").unpack_from  # type, version/class, payload_len, next header
+    v4_addresses, v6_addresses = slice(l3 + 12, l3 + 24), slice(l3 + 8, l3 + 44)
+    heads = {(4, 6): b"\x04\x06", (4, 17): b"\x04\x11", (6, 6): b"\x06\x06", (6, 17): b"\x06\x11"}
+    l4_len = {6: 20, 17: 8}
+
+    def key(data: bytes) -> FlowKey | None:
+        n = len(data)
+        if n >= l3 + 28:
+            ethertype, first, length, frag, proto = v4(data)
+            if ethertype == 0x0800:
+                need = l4_len.get(proto)
+                # IHL 5, not a fragment, the whole transport header present and claimed.
+                if first == 0x45 and need and not frag & 0x3FFF and 20 + need <= length <= n - l3:
+                    return heads[4, proto] + data[v4_addresses]
+            elif ethertype == 0x86DD and n >= l3 + 48:
+                _t, first, length, proto = v6(data)
+                need = l4_len.get(proto)
+                if first >> 4 == 6 and need and need <= length <= n - l3 - 40:
+                    return heads[6, proto] + data[v6_addresses]
+        return slow(data)
+
+    return key
+
+
+def flow_text(key: FlowKey) -> str:
+    """"tcp 192.0.2.1.40000 > 192.0.2.2.80" for a key from ``flow_keyer``."""
+    family, size = (socket.AF_INET, 4) if key[0] == 4 else (socket.AF_INET6, 16)
+    src = socket.inet_ntop(family, key[2 : 2 + size])
+    dst = socket.inet_ntop(family, key[2 + size : 2 + 2 * size])
+    sport, dport = struct.unpack_from("!HH", key, 2 + 2 * size)
+    return f"{'tcp' if key[1] == 6 else 'udp'} {src}.{sport} > {dst}.{dport}"

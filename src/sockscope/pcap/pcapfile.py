@@ -46,8 +46,9 @@ class PcapParser:
 
     format = "pcap"
 
-    def __init__(self, name: str, interfaces: list[Interface]) -> None:
+    def __init__(self, name: str, interfaces: list[Interface], frames: bool = False) -> None:
         self._name = name
+        self._frames = frames  # tuples instead of Records (see Decoder)
         self._interfaces = interfaces
         self._record: struct.Struct | None = None  # set once the header says the byte order
         self._frac_ns = 1
@@ -67,6 +68,7 @@ class PcapParser:
         unpack = self._record.unpack_from  # type: ignore[union-attr]
         frac_ns = self._frac_ns
         packets = self.packets
+        frames = self._frames
         try:
             while n - pos >= RECORD_HEADER_LEN:
                 sec, frac, caplen, orig = unpack(buf, pos)
@@ -79,7 +81,10 @@ class PcapParser:
                         )
                     break
                 packets += 1
-                out.append(Record(sec * NS_PER_S + frac * frac_ns, bytes(buf[pos + 16 : end]), orig))
+                if frames:
+                    out.append((sec * NS_PER_S + frac * frac_ns, buf[pos + 16 : end], orig, 0, None))  # type: ignore[arg-type]
+                else:
+                    out.append(Record(sec * NS_PER_S + frac * frac_ns, bytes(buf[pos + 16 : end]), orig))
                 pos = end
         finally:
             self.packets = packets
