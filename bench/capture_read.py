@@ -150,8 +150,9 @@ def main() -> int:
         path = os.path.join(tmp, "bench.pcap")
         make_file(path, args.packets)
         scripts = {}
-        for name, text in (("dpkt_summary", DPKT_SUMMARY), ("dpkt_flows", DPKT_FLOWS),
-                           ("sockscope_flows", SOCKSCOPE_FLOWS), ("scapy_summary", SCAPY_SUMMARY)):  # fmt: skip
+        programs = {"dpkt_summary": DPKT_SUMMARY, "dpkt_flows": DPKT_FLOWS,
+                    "sockscope_flows": SOCKSCOPE_FLOWS, "scapy_summary": SCAPY_SUMMARY}  # fmt: skip
+        for name, text in programs.items():
             scripts[name] = os.path.join(tmp, name + ".py")
             Path(scripts[name]).write_text(text)
         sides = {
@@ -171,14 +172,16 @@ def main() -> int:
         scapy_n = int(out.split()[0])
     rates = {k: args.packets / statistics.median(v) for k, v in times.items()}
     rates["scapy summary"] = scapy_n / scapy_s
-    print(f"\n{args.packets:,} packets, medians of {args.runs} whole-process runs (scapy: {scapy_n:,} packets):")
+    print(f"\n{args.packets:,} packets, medians of {args.runs} whole-process runs", end="")
+    print(f" (scapy: {scapy_n:,} packets):")
     for name, rate in rates.items():
         print(f"  {name:22s} {rate:>12,.0f} packets/s")
     summary_ratio = rates["sockscope capture -r"] / rates["dpkt summary"]
     flows_ratio = rates["sockscope API flows"] / rates["dpkt flows"]
     print(f"  sockscope capture -r / dpkt summary: {summary_ratio:.1f}x (target >= 10x)")
     print(f"  sockscope API flows / dpkt flows:    {flows_ratio:.1f}x (target >= 10x)")
-    print(f"  sockscope capture -r / tcpdump -nr:  {rates['sockscope capture -r'] / rates['tcpdump -nr']:.2f}")
+    vs_tcpdump = rates["sockscope capture -r"] / rates["tcpdump -nr"]
+    print(f"  sockscope capture -r / tcpdump -nr:  {vs_tcpdump:.2f}")
     print(f"  machine: {platform.machine()} {os.cpu_count()} cores, kernel {platform.release()}, "
           f"Python {platform.python_version()}, load {os.getloadavg()}")  # fmt: skip
     if args.json:
