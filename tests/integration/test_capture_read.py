@@ -148,3 +148,12 @@ def test_not_a_capture_file(tmp_path: Path) -> None:
     assert out.returncode == 1 and "not a pcap or pcapng file" in out.stderr
     missing = run("-r", str(tmp_path / "missing.pcap"))
     assert missing.returncode == 1 and "No such file" in missing.stderr
+
+
+def test_write_to_stdout_pipes_into_tcpdump(pcap_file: Path) -> None:
+    piped = subprocess.run(
+        f"{SOCKSCOPE} capture -r {pcap_file} -w - tcp | tcpdump -nr -", shell=True, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert len(piped.stdout.splitlines()) == 20

@@ -13,8 +13,12 @@ interface descriptions, and, on closing, the interface statistics so far.
 
 from __future__ import annotations
 
+import sys
+import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
+from typing import BinaryIO
 from dataclasses import dataclass
 
 from sockscope.capture.tpacket import Frame
@@ -95,13 +99,13 @@ class FileSink:
 
     def _open(self, name: str) -> PcapWriter | PcapngWriter:
         writer: PcapWriter | PcapngWriter
+        # "-" is standard output (tcpdump -w -), for piping into another tool.
+        target: str | BinaryIO = sys.stdout.buffer if name == "-" else name
         if self.pcapng:
-            writer = PcapngWriter(name, self.interfaces)
+            writer = PcapngWriter(target, self.interfaces)
         else:
-            first = self.interfaces[0]
-            writer = PcapWriter(
-                name, first.linktype, max(i.snaplen for i in self.interfaces), self.nanosecond
-            )
+            snaplen = max(i.snaplen for i in self.interfaces)
+            writer = PcapWriter(target, self.interfaces[0].linktype, snaplen, self.nanosecond)
         self.files.append(name)
         self._in_file = 0  # frames in the current file
         return writer
