@@ -14,12 +14,10 @@ interface descriptions, and, on closing, the interface statistics so far.
 from __future__ import annotations
 
 import sys
-import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
-from typing import BinaryIO
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from sockscope.capture.tpacket import Frame
 from sockscope.errors import UsageError
