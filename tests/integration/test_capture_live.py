@@ -419,3 +419,16 @@ def test_send_replays_a_file_frame_for_frame(pair: Pair, tmp_path: Path) -> None
     assert sender.returncode == 0, sender.stderr
     assert "Actual: 5 packets" in sender.stdout
     assert got == frames
+
+
+def test_cli_duration_ends_with_a_complete_pcapng(pair: Pair, tmp_path: Path) -> None:
+    path = tmp_path / "timed.pcapng"
+    proc = pair.capture_cli("-i", pair.if_b, "--duration", "1", "-w", str(path), "udp port 5570")
+    pair.udp_from_a(5570, 4)
+    _out, err = _finish(proc, None)
+    assert proc.returncode == 0, err
+    td = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True)
+    assert td.returncode == 0 and len(td.stdout.splitlines()) == 4, td.stderr
+    with open_reader(path) as reader:
+        list(reader)
+        assert reader.statistics[-1].usrdeliv == 4
