@@ -115,6 +115,7 @@ class Capture:
         self._stopping = False
         self._user_filter: bpf.BpfProgram | None = None
         self._raw: BlockHandler | None = None
+        self._remaining: int | None = None  # packets the current iteration may still give
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         ref = resolve_netns(netns) if netns else None
         try:
@@ -273,22 +274,26 @@ class Capture:
     def packets(self) -> Iterator[CapturedPacket]:
         """The packets, as they come; ends at ``count`` packets, after ``duration``
         seconds, or on ``stop()``."""
-        remaining = self.count
+        self._remaining = self.count
         deadline = None if self.duration is None else time.monotonic() + self.duration
-        while not self._stopping:
+        while not self._stopping and self._remaining != 0:
             timeout = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
             if timeout <= 0:
                 return
-            for iid, frames in self.poll(timeout):
-                iface = self.interfaces[iid]
-                for frame in frames:
-                    yield CapturedPacket.from_frame(frame, iface, iid, self)
-                    if remaining is not None:
-                        remaining -= 1
-                        if remaining == 0:
-                            return
+            yield from self._counted(self.poll(timeout))
 
     __iter__ = packets
+
+    def _counted(self, batches: list[tuple[int, list[tpacket.Frame]]]) -> Iterator[CapturedPacket]:
+        """The batches' packets, stopping when ``count`` packets have been given."""
+        for iid, frames in batches:
+            iface = self.interfaces[iid]
+            for frame in frames:
+                if self._remaining == 0:
+                    return
+                yield CapturedPacket.from_frame(frame, iface, iid, self)
+                if self._remaining is not None:
+                    self._remaining -= 1
 
     async def apackets(self) -> AsyncIterator[CapturedPacket]:
         """The packets, for ``async for``: waits through the event loop, never blocks
@@ -300,10 +305,10 @@ class Capture:
         fds = [ring.fileno() for ring in self._rings] + [self._wake_r]
         for fd in fds:
             loop.add_reader(fd, ready.set)
-        remaining = self.count
+        self._remaining = self.count
         deadline = None if self.duration is None else time.monotonic() + self.duration
         try:
-            while not self._stopping:
+            while not self._stopping and self._remaining != 0:
                 batches = self.poll(0)
                 if not batches:
                     ready.clear()
@@ -315,14 +320,8 @@ class Capture:
                     except TimeoutError:
                         return
                     continue
-                for iid, frames in batches:
-                    iface = self.interfaces[iid]
-                    for frame in frames:
-                        yield CapturedPacket.from_frame(frame, iface, iid, self)
-                        if remaining is not None:
-                            remaining -= 1
-                            if remaining == 0:
-                                return
+                for pkt in self._counted(batches):
+                    yield pkt
         finally:
             for fd in fds:
                 loop.remove_reader(fd)

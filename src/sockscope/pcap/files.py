@@ -146,6 +146,14 @@ class _Writer:
             self.flush()
         return n
 
+    def _encode_batch(self, encode: Callable[[bytearray], int]) -> None:
+        """``extend_with`` for the writers' own batch encoders: a value that does not
+        fit its field is a PcapError naming the file, and the batch is not kept."""
+        try:
+            self.extend_with(encode)
+        except struct.error as e:
+            raise PcapError(f"{self.name}: cannot write record: {e}") from e
+
     def _finish(self, trailer: bytes) -> None:
         del self._buf[self._done :]
         self._append(trailer)
@@ -206,20 +214,16 @@ class PcapWriter(_Writer):
     def write_frames(self, frames: Iterable[Sequence[Any]], interface_id: int = 0) -> None:
         """Buffer a batch of ``(sec, nsec, data, wirelen, ...)`` tuples, as a live capture
         delivers them: the hot path of ``capture -w``, with no Record per packet."""
-        self._check_open()
         pack = RECORD_HEADER.pack
         div = self._frac_div
-        buf = self._buf
-        try:
+
+        def encode(buf: bytearray) -> int:
             for sec, nsec, data, wirelen, *_ in frames:
                 buf += pack(sec, nsec // div, len(data), wirelen)
                 buf += data
-        except struct.error as e:
-            raise PcapError(f"{self.name}: cannot write record: {e}") from e
-        finally:
-            self._done = len(buf)
-        if self._done >= FLUSH_AT:
-            self.flush()
+            return 0
+
+        self._encode_batch(encode)
 
 
 class PcapngWriter(_Writer):
@@ -294,9 +298,9 @@ class PcapngWriter(_Writer):
             described = len(self.interfaces)
             raise PcapError(f"{self.name}: frames for interface {interface_id}, {described} described")
         pack = self._epb_head.pack
-        buf = self._buf
         flags = _EPB_FLAGS
-        try:
+
+        def encode(buf: bytearray) -> int:
             for sec, nsec, data, wirelen, _ifindex, _pkttype, direction in frames:
                 caplen = len(data)
                 pad = -caplen % 4
@@ -308,12 +312,9 @@ class PcapngWriter(_Writer):
                 buf += b"\0\0\0"[:pad]
                 buf += opts
                 buf += total.to_bytes(4, "little")
-        except struct.error as e:
-            raise PcapError(f"{self.name}: cannot write record: {e}") from e
-        finally:
-            self._done = len(buf)
-        if self._done >= FLUSH_AT:
-            self.flush()
+            return 0
+
+        self._encode_batch(encode)
 
     def _trailer(self, stats: Sequence[InterfaceStats]) -> bytes:
         return b"".join(pcapng_isb(s) for s in stats)
