@@ -432,3 +432,39 @@ def test_cli_duration_ends_with_a_complete_pcapng(pair: Pair, tmp_path: Path) ->
     with open_reader(path) as reader:
         list(reader)
         assert reader.statistics[-1].usrdeliv == 4
+
+
+_UDP_SERVER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_owners_name_the_receiving_process(pair: Pair, tmp_path: Path) -> None:
+    import json
+
+    server = pair.topo.spawn(pair.b, sys.executable, "-c", _UDP_SERVER, "5571")
+    assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+    # The server runs under `ip netns exec`, which execs python: same pid.
+    proc = pair.capture_cli("-i", pair.if_b, "-c", "2", "--owners", "--jsonl", "udp port 5571")
+    pair.udp_from_a(5571, 2)
+    out, err = _finish(proc, None)
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 2
+    for record in records:
+        assert [o["pid"] for o in record["owners"]] == [server.pid]
+    path = tmp_path / "owned.pcapng"
+    proc = pair.capture_cli("-i", pair.if_b, "-c", "1", "--owners", "-w", str(path), "udp port 5571")
+    pair.udp_from_a(5571, 1)
+    _out, err = _finish(proc, None)
+    assert proc.returncode == 0, err
+    ts = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.comment"], capture_output=True,
+                        text=True)  # fmt: skip
+    assert ts.stdout.strip().startswith(f"pid {server.pid} python"), (ts.stdout, ts.stderr)
+    bad = subprocess.run([SOCKSCOPE, "capture", "-N", pair.b.name, "-i", pair.if_b, "--owners", "-w",
+                          str(tmp_path / "x.pcap")], capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert bad.returncode == 2 and "needs a pcapng file" in bad.stderr

@@ -11,6 +11,7 @@ from sockscope.packets.packet import Packet
 
 if TYPE_CHECKING:
     from sockscope.capture.engine import Capture, CaptureInterface
+    from sockscope.capture.owners import PacketOwner
 
 H = TypeVar("H", bound=Header)
 
@@ -38,6 +39,7 @@ class CapturedPacket:
         "interface",
         "interface_id",
         "linktype",
+        "owners",
         "timestamp_ns",
         "wirelen",
     )
@@ -59,6 +61,8 @@ class CapturedPacket:
         self.interface = interface
         self.interface_id = interface_id
         self.direction = direction
+        # The processes at the local end (capture --owners); None: not looked up.
+        self.owners: tuple[PacketOwner, ...] | None = None
         self._packet: Packet | None = None
 
     @classmethod
@@ -119,6 +123,8 @@ class CapturedPacket:
             "layers": [layer.name for layer in self.layers],
         }
         pkt = self.packet
+        if self.owners is not None:
+            out["owners"] = [o.to_dict() for o in self.owners]
         out["malformed"] = pkt.malformed
         out["truncated"] = pkt.truncated
         if verbose:

@@ -123,7 +123,10 @@ class FileSink:
         self._writer.close(stats)
 
     # -- writing ------------------------------------------------------------------------
-    def write_frames(self, frames: Sequence[Frame], interface_id: int = 0) -> None:
+    def write_frames(
+        self, frames: Sequence[Frame], interface_id: int = 0, comments: Sequence[str | None] | None = None
+    ) -> None:
+        """Write frames; ``comments`` (pcapng only) gives each frame a packet comment."""
         if self.finished or not frames:
             return
         rot = self.rotation
@@ -131,7 +134,7 @@ class FileSink:
             if not self._rotate(new_period=True):
                 return
         if rot.size_bytes is None:
-            self._writer.write_frames(frames, interface_id)
+            self._write(frames, interface_id, comments)
             self._in_file += len(frames)
             return
         # Check the size before each frame, as tcpdump does, but write in runs.
@@ -139,12 +142,21 @@ class FileSink:
         start, size = 0, self._writer.size
         for i, frame in enumerate(frames):
             if size >= limit and (i > start or self._in_file):
-                self._writer.write_frames(frames[start:i], interface_id)
+                self._write(frames[start:i], interface_id, comments[start:i] if comments else None)
                 self._rotate(new_period=False)
                 start, size = i, self._writer.size
             size += len(frame.data) + overhead
-        self._writer.write_frames(frames[start:], interface_id)
+        self._write(frames[start:], interface_id, comments[start:] if comments else None)
         self._in_file += len(frames) - start
+
+    def _write(
+        self, frames: Sequence[Frame], interface_id: int, comments: Sequence[str | None] | None
+    ) -> None:
+        writer = self._writer
+        if comments is not None and isinstance(writer, PcapngWriter):
+            writer.write_frames(frames, interface_id, comments)
+        else:
+            writer.write_frames(frames, interface_id)
 
     def block_writer(self) -> Callable[[int, memoryview, int], int] | None:
         """A handler for ``Capture.poll(raw=...)`` that encodes ring blocks straight

@@ -143,6 +143,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="USER",
         help="drop root for USER once the capture sockets are open",
     )
+    p.add_argument("--owners", action="store_true",
+                   help="name the process at the local end of each TCP/UDP packet (in the line, the JSON, "
+                        "and as pcapng packet comments)")  # fmt: skip
     p.add_argument("-D", "--list-interfaces", action="store_true", help="list the interfaces and exit")
     p.add_argument("filter", nargs=argparse.REMAINDER, metavar="FILTER", help="tcpdump filter expression")
 
@@ -164,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list_interfaces:
         return _list_interfaces(args)
     if args.read is not None:
-        if args.interface or args.netns:
-            raise UsageError("-r reads a file; -i and -N are for live captures")
+        if args.interface or args.netns or args.owners:
+            raise UsageError("-r reads a file; -i, -N and --owners are for live captures")
         from .capture_read import read_file
 
         return read_file(args)

@@ -13,15 +13,19 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sockscope.capture.engine import Capture, CaptureStats
 from sockscope.capture.packet_socket import RingConfig
 from sockscope.capture.sink import FileSink, Rotation
-from sockscope.capture.tpacket import Frame
+from sockscope.capture.tpacket import PACKET_OUTGOING, Frame
 from sockscope.errors import SockscopeError, UsageError
 from sockscope.pcap.records import Interface, InterfaceStats
 
 from .capture_print import Printer, pause_gc
+
+if TYPE_CHECKING:
+    from sockscope.capture.owners import OwnerIndex, PacketOwner
 
 
 def _stats_text(stats: Sequence[CaptureStats]) -> str:
@@ -88,6 +92,16 @@ class LiveRun:
         # Packets written or printed per interface: what "captured" means to a user of
         # -c (the ring may have handed over more than were used).
         self.handled = [0] * len(self.capture.interfaces)
+        self.owner_index: OwnerIndex | None = None
+        self._keyers: dict[int, Callable[[bytes], bytes | None]] = {}
+        if args.owners:
+            if args.write and not (args.pcapng or args.write.endswith(".pcapng")):
+                raise UsageError(
+                    "--owners with -w needs a pcapng file (the owner goes in each packet's comment)"
+                )
+            from sockscope.capture.owners import OwnerIndex
+
+            self.owner_index = OwnerIndex(args.netns)
 
     def statistics(self) -> list[CaptureStats]:
         stats = self.capture.statistics()
@@ -179,7 +193,8 @@ class LiveRun:
         remaining = args.count
         deadline = None if args.duration is None else time.monotonic() + args.duration
         # Whole blocks go from the ring into the file unless -c must cut a block short.
-        raw = self._raw_writer(sink) if sink is not None and remaining is None else None
+        whole_blocks = sink is not None and remaining is None and self.owner_index is None
+        raw = self._raw_writer(sink) if whole_blocks and sink is not None else None
         while not cap.stopped:
             timeout = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
             batches = cap.poll(max(timeout, 0), raw) if timeout > 0 else []
@@ -194,6 +209,14 @@ class LiveRun:
         if remaining != 0 and cap.error is None and not (sink is not None and sink.finished):
             # Stopped by a signal or the duration: what arrived before it still counts.
             self._deliver(cap.drain(raw), remaining, sink, printer)
+
+    def _owners(self, frames: Sequence[Frame], linktype: int) -> list[tuple[PacketOwner, ...]]:
+        from sockscope.packets.quick import flow_keyer
+
+        index = self.owner_index
+        assert index is not None
+        key = self._keyers.get(linktype) or self._keyers.setdefault(linktype, flow_keyer(linktype))
+        return [index.owners_of(key(f.data), f.pkttype == PACKET_OUTGOING) for f in frames]
 
     def _raw_writer(self, sink: FileSink) -> Callable[[int, memoryview, int], int] | None:
         write_block = sink.block_writer()
@@ -224,16 +247,26 @@ class LiveRun:
                 frames = frames[:remaining]
                 remaining -= len(frames)
             self.handled[iid] += len(frames)
+            iface = cap.interfaces[iid]
+            owners = self._owners(frames, iface.linktype) if self.owner_index is not None else None
             if sink is not None:
-                sink.write_frames(frames, iid)
+                comments = None if owners is None else [_owner_comment(o) for o in owners]
+                sink.write_frames(frames, iid, comments)
             elif printer is not None:
-                iface = cap.interfaces[iid]
                 ifname = cap.ifname if iface.index == 0 else (lambda _i, n=iface.name: n)
-                printer.frames(frames, iface.linktype, ifname)
+                printer.frames(frames, iface.linktype, ifname, owners)
             if remaining == 0:
                 cap.stop()
                 break
         return remaining
+
+
+def _owner_comment(owners: tuple[PacketOwner, ...]) -> str | None:
+    if not owners:
+        return None
+    return "; ".join(
+        f"pid {o.pid} {o.command}" + (f" uid {o.uid}" if o.uid is not None else "") for o in owners
+    )
 
 
 def _interleave(batches: list[tuple[int, list[Frame]]]) -> list[tuple[int, list[Frame]]]:

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
+from sockscope.capture.owners import PacketOwner, owner_text
 from sockscope.capture.packet import DIRECTION_NAMES, CapturedPacket
 from sockscope.capture.tpacket import Frame
 from sockscope.pcap.files import Frame as FileFrame
@@ -104,36 +105,39 @@ class Printer:
         made = self._quick[linktype] = summarizer(linktype)
         return made
 
-    def frames(self, frames: Sequence[Frame], linktype: int, ifname: Callable[[int], str]) -> None:
-        """The live fast path: ring frames, no CapturedPacket unless JSON is wanted."""
+    def frames(
+        self,
+        frames: Sequence[Frame],
+        linktype: int,
+        ifname: Callable[[int], str],
+        owners: Sequence[tuple[PacketOwner, ...]] | None = None,
+    ) -> None:
+        """The live fast path: ring frames, no CapturedPacket unless JSON is wanted.
+        ``owners`` (``--owners``): the processes at the local end of each frame."""
         from sockscope.packets.packet import Packet
 
         if self.json or self.jsonl:
-            self._json(
-                CapturedPacket(
-                    f.sec * 1_000_000_000 + f.nsec,
-                    f.data,
-                    f.wirelen,
-                    linktype,
-                    ifname(f.ifindex),
-                    0,
-                    DIRECTION_NAMES.get(f.pkttype),
-                )
-                for f in frames
-            )
+            pkts = []
+            for i, f in enumerate(frames):
+                pkt = CapturedPacket(f.sec * 1_000_000_000 + f.nsec, f.data, f.wirelen, linktype,
+                                     ifname(f.ifindex), 0, DIRECTION_NAMES.get(f.pkttype))  # fmt: skip
+                if owners is not None:
+                    pkt.owners = owners[i]
+                pkts.append(pkt)
+            self._json(pkts)
             return
         fmt = self.times.format
         lines = []
-        if self.verbose or self.link:
-            for f in frames:
-                pkt = Packet(f.data, linktype, f.wirelen)
-                head = f"{fmt(f.sec, f.nsec)}{ifname(f.ifindex)} {PKTTYPE_WORDS.get(f.pkttype, '?'):<3} "
-                lines.append(self._line_of(head, pkt))
-        else:
-            summarize = self._quick.get(linktype) or self._summarizer(linktype)
-            for f in frames:
-                head = f"{fmt(f.sec, f.nsec)}{ifname(f.ifindex)} {PKTTYPE_WORDS.get(f.pkttype, '?'):<3} "
-                lines.append(f"{head}{summarize(f.data, f.wirelen)}\n")
+        summarize = self._quick.get(linktype) or self._summarizer(linktype)
+        for i, f in enumerate(frames):
+            head = f"{fmt(f.sec, f.nsec)}{ifname(f.ifindex)} {PKTTYPE_WORDS.get(f.pkttype, '?'):<3} "
+            if self.verbose or self.link:
+                line = self._line_of(head, Packet(f.data, linktype, f.wirelen))
+            else:
+                line = f"{head}{summarize(f.data, f.wirelen)}\n"
+            if owners is not None and owners[i]:
+                line = f"{line[:-1]} [{owner_text(owners[i])}]\n"
+            lines.append(line)
         self.out.write("".join(lines))
         self.out.flush()
 

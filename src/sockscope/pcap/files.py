@@ -14,6 +14,7 @@ then write that chunk twice; no ordering of Python statements closes that window
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -226,6 +227,14 @@ class PcapWriter(_Writer):
         self._encode_batch(encode)
 
 
+def _comment_options(note: str, direction: int) -> bytes:
+    """opt_comment (code 1) then, if known, epb_flags, then the end of options."""
+    text = note.encode("utf-8")
+    comment = struct.pack("<HH", 1, len(text)) + text + bytes(-len(text) % 4)
+    flags = struct.pack("<HHI", 2, 4, direction) if direction else b""
+    return comment + flags + b"\0\0\0\0"
+
+
 class PcapngWriter(_Writer):
     """pcapng, little-endian, one section; every interface gets nanosecond timestamps.
 
@@ -289,22 +298,31 @@ class PcapngWriter(_Writer):
         if n >= FLUSH_AT:
             self.flush()
 
-    def write_frames(self, frames: Iterable[Sequence[Any]], interface_id: int = 0) -> None:
+    def write_frames(
+        self,
+        frames: Iterable[Sequence[Any]],
+        interface_id: int = 0,
+        comments: Sequence[str | None] | None = None,
+    ) -> None:
         """Buffer a batch of ``(sec, nsec, data, wirelen, ifindex, pkttype, direction)``
         tuples from a live capture as Enhanced Packet Blocks carrying the direction
-        (``Direction`` value, 0 for unknown) in epb_flags."""
+        (``Direction`` value, 0 for unknown) in epb_flags and, where ``comments`` has
+        one for the frame, an opt_comment (Wireshark shows it as the packet comment)."""
         self._check_open()
         if not 0 <= interface_id < len(self.interfaces):
             described = len(self.interfaces)
             raise PcapError(f"{self.name}: frames for interface {interface_id}, {described} described")
         pack = self._epb_head.pack
         flags = _EPB_FLAGS
+        notes = comments if comments is not None else itertools.repeat(None)
 
         def encode(buf: bytearray) -> int:
-            for sec, nsec, data, wirelen, _ifindex, _pkttype, direction in frames:
+            # strict=False: without comments, notes is an endless run of None.
+            for frame, note in zip(frames, notes, strict=False):
+                sec, nsec, data, wirelen, _ifindex, _pkttype, direction = frame
                 caplen = len(data)
                 pad = -caplen % 4
-                opts = flags[direction]
+                opts = flags[direction] if note is None else _comment_options(note, direction)
                 total = 32 + caplen + pad + len(opts)
                 ts = sec * NS_PER_S + nsec
                 buf += pack(EPB, total, interface_id, ts >> 32, ts & 0xFFFFFFFF, caplen, wirelen)
