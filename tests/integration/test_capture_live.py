@@ -462,8 +462,8 @@ def test_owners_name_the_receiving_process(pair: Pair, tmp_path: Path) -> None:
     pair.udp_from_a(5571, 1)
     _out, err = _finish(proc, None)
     assert proc.returncode == 0, err
-    ts = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.comment"], capture_output=True,
-                        text=True)  # fmt: skip
+    fields = ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.comment"]
+    ts = subprocess.run(fields, capture_output=True, text=True)
     assert ts.stdout.strip().startswith(f"pid {server.pid} python"), (ts.stdout, ts.stderr)
     bad = subprocess.run([SOCKSCOPE, "capture", "-N", pair.b.name, "-i", pair.if_b, "--owners", "-w",
                           str(tmp_path / "x.pcap")], capture_output=True, text=True, timeout=20)  # fmt: skip
