@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ifaces": ("sockscope.cli.ifaces", "interface counters and addresses (netstat -i, ip -s link)"),
     "kill": ("sockscope.cli.kill", "destroy matching TCP/UDP sockets (ss -K)"),
     "watch": ("sockscope.cli.watch", "stream socket events: new, state change, closed"),
+    "listen": ("sockscope.cli.listen", "serve TCP, UDP or Unix sockets, netcat-style, with a policy"),
+    "connect": ("sockscope.cli.connect", "connect to TCP, UDP or Unix sockets, netcat-style"),
     "check": ("sockscope.cli.check", "explain which policy rule decides for a client (tcpdmatch)"),
 }
 

@@ -1,0 +1,88 @@
+"""netcat's core: copy between a socket and a pair of descriptors until done.
+
+Stream sockets: input EOF half-closes the socket (shutdown SHUT_WR) and the
+relay ends when the socket reaches EOF. Datagram sockets: each read from the
+input is one datagram, each datagram received is written out whole.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+from collections.abc import Callable
+
+CHUNK = 65536
+
+
+def relay(sock: socket.socket, in_fd: int | None, out_fd: int, *, stream: bool = True,
+          reply_to: Callable[[], object] | None = None,
+          recv: Callable[[], tuple[bytes, object] | None] | None = None) -> bool:
+    """Copy in_fd -> sock and sock -> out_fd; True if the input is still open.
+
+    For an unconnected datagram server, ``recv`` returns the next allowed datagram
+    (None for a refused one) and ``reply_to`` the address to send input to.
+    """
+    input_open = in_fd is not None
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    if in_fd is not None:
+        sel.register(in_fd, selectors.EVENT_READ)
+    try:
+        while True:
+            for key, _ in sel.select():
+                if key.fileobj is sock:
+                    if not _from_socket(sock, out_fd, stream, recv):
+                        return input_open
+                else:
+                    data = os.read(in_fd, CHUNK) if in_fd is not None else b""
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        input_open = False
+                        if stream:
+                            try:
+                                sock.shutdown(socket.SHUT_WR)
+                            except OSError:
+                                return False
+                        elif reply_to is None:
+                            return False  # datagram client: nothing more to send
+                        continue
+                    _to_socket(sock, data, stream, reply_to)
+    finally:
+        sel.close()
+
+
+def _from_socket(sock: socket.socket, out_fd: int, stream: bool,
+                 recv: Callable[[], tuple[bytes, object] | None] | None) -> bool:
+    try:
+        if recv is not None:
+            got = recv()
+            if got is None:
+                return True  # a refused datagram: dropped
+            data = got[0]
+        else:
+            data = sock.recv(CHUNK)
+    except (ConnectionResetError, ConnectionRefusedError):
+        return not stream
+    if not data and stream:
+        return False
+    _write_all(out_fd, data)
+    return True
+
+
+def _to_socket(sock: socket.socket, data: bytes, stream: bool, reply_to: Callable[[], object] | None) -> None:
+    if stream:
+        sock.sendall(data)
+        return
+    if reply_to is None:
+        sock.send(data)
+        return
+    target = reply_to()
+    if target is not None:
+        sock.sendto(data, target)  # type: ignore[call-overload]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
