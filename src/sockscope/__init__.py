@@ -6,6 +6,8 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     interfaces()      interface counters and addresses (rtnetlink)
     kill_sockets(...) destroy sockets (SOCK_DESTROY)
     watch(...)        socket events: new, state change, closed
+    Policy            access policies (hosts_access rules, Unix peer rules)
+    Server, peer_credentials, send_fds, recv_fds   services (sockscope.services)
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ _EXPORTS = {
     "parse_filter": "sockscope.inventory.filter",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
+    "Policy": "sockscope.policy",
+    "peer_credentials": "sockscope.services",
+    "PeerCredentials": "sockscope.services",
+    "send_fds": "sockscope.services",
+    "recv_fds": "sockscope.services",
+    "Server": "sockscope.services",
 }
 
 __all__ = [
@@ -41,6 +49,9 @@ __all__ = [
     "NetlinkAddress",
     "Owner",
     "PacketAddress",
+    "PeerCredentials",
+    "Policy",
+    "Server",
     "Socket",
     "SocketEvent",
     "SockscopeError",
@@ -51,6 +62,9 @@ __all__ = [
     "interfaces",
     "kill_sockets",
     "parse_filter",
+    "peer_credentials",
+    "recv_fds",
+    "send_fds",
     "sockets",
     "watch",
 ]
@@ -72,6 +86,8 @@ if TYPE_CHECKING:
     )
     from sockscope.inventory.query import sockets
     from sockscope.inventory.watch import SocketEvent, watch
+    from sockscope.policy import Policy
+    from sockscope.services import PeerCredentials, Server, peer_credentials, recv_fds, send_fds
 
 
 def __getattr__(name: str) -> Any:

@@ -159,8 +159,10 @@ class Guarded:
         peer = Peer(_address_text(address))
         try:
             if conn.family == socket.AF_UNIX:
-                peer.credentials = peer_credentials(conn)
-                client = Client(peer=peer.credentials)
+                cred = peer.credentials = peer_credentials(conn)
+                if peer.address == "(unnamed)":
+                    peer.address = f"pid {cred.pid} uid {cred.uid} gid {cred.gid}"
+                client = Client(peer=cred)
             else:
                 client = Client(address=ipaddress.ip_address(str(address[0]).split("%")[0]))  # type: ignore[index]
         except (OSError, SockscopeError):
@@ -225,3 +227,41 @@ def recv_checked(sock: socket.socket, guard: Guarded, bufsize: int = 65536
         cred = None
     peer = guard.check_datagram(address, cred)
     return (data, address, peer) if peer is not None else None
+
+
+class Server:
+    """A bound endpoint with a policy: ``accept()`` returns only allowed clients,
+    ``recv()`` only allowed datagrams; ``close()`` removes the socket file."""
+
+    def __init__(self, address: str | Endpoint, *, policy: Policy | None = None, daemon: str = "sockscope",
+                 mode: int | None = None, owner: tuple[int, int] | None = None, backlog: int = 128,
+                 on_refused: Callable[[Peer], None] | None = None) -> None:
+        from .address import parse_endpoint
+
+        self.endpoint = parse_endpoint(address) if isinstance(address, str) else address
+        self.socket = bind_endpoint(self.endpoint, mode=mode, owner=owner, backlog=backlog)
+        self.guard = Guarded(policy, daemon, on_refused)
+        self._identity = unixpath.file_identity(self.endpoint.path) if self.endpoint.is_unix else None
+
+    def accept(self) -> tuple[socket.socket, Peer]:
+        while True:
+            accepted = accept_checked(self.socket, self.guard)
+            if accepted is not None:
+                return accepted
+
+    def recv(self, bufsize: int = 65536) -> tuple[bytes, object, Peer]:
+        while True:
+            got = recv_checked(self.socket, self.guard, bufsize)
+            if got is not None:
+                return got
+
+    def close(self) -> None:
+        self.socket.close()
+        if self.endpoint.is_unix:
+            unixpath.remove_own(self.endpoint.path, self._identity)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,451 @@
+"""Services on the local host: unix paths, stale files, modes, peer credentials,
+descriptor passing, policies at accept (root allowed, nobody refused)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sockscope.errors import SockscopeError, UsageError
+from sockscope.policy import Policy
+from sockscope.services import (
+    Server,
+    aio,
+    bind_endpoint,
+    connect_endpoint,
+    parse_endpoint,
+    peer_credentials,
+    recv_fds,
+    send_fds,
+)
+from sockscope.services.fdpass import enable_credentials, recv_credentials, send_credentials
+
+CLI = [sys.executable, "-m", "sockscope"]
+NOBODY = 65534
+pytestmark = pytest.mark.needs_root  # clients dropped to nobody, owners set with chown
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory nobody can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="ssc-svc-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+
+
+def as_nobody(func: Callable[[], int]) -> int:
+    """Run func in a forked child that dropped to nobody; its return value is the exit status."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            code = func()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_path_length_at_and_over_the_limit(shared_dir: Path) -> None:
+    room = 107 - len(str(shared_dir)) - 1
+    at_limit = str(shared_dir / ("a" * room))
+    over = str(shared_dir / ("b" * (room + 1)))
+    assert len(at_limit) == 107
+    with Server(f"unix:{at_limit}") as server:
+        client = connect_endpoint(parse_endpoint(f"unix:{at_limit}"))
+        conn, _ = server.accept()
+        conn.close()
+        client.close()
+    for action in (lambda: Server(f"unix:{over}"), lambda: connect_endpoint(parse_endpoint(f"unix:{over}"))):
+        with pytest.raises(UsageError, match="108 bytes, the limit is 107"):
+            action()
+    assert not os.path.exists(over)
+
+
+def test_stale_file_replaced_live_one_kept(shared_dir: Path) -> None:
+    path = str(shared_dir / "s.sock")
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)
+    dead.close()  # the file stays behind, nothing listens
+    with Server(f"unix:{path}") as live:
+        with pytest.raises(SockscopeError, match="address in use"):
+            Server(f"unix:{path}")
+        with pytest.raises(SockscopeError, match="address in use"):
+            Server(f"unix-dgram:{path}")
+        c = connect_endpoint(parse_endpoint(f"unix:{path}"))  # still the first server's
+        conn, _ = live.accept()
+        conn.close()
+        c.close()
+    assert not os.path.exists(path)  # removed at close
+    # a datagram socket counts as live too
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(path)
+    with pytest.raises(SockscopeError, match="address in use"):
+        Server(f"unix:{path}")
+    dgram.close()
+    os.unlink(path)
+    Path(path).write_text("data")
+    with pytest.raises(SockscopeError, match="not a socket"):
+        Server(f"unix:{path}")
+    assert Path(path).read_text() == "data"
+
+
+def test_concurrent_starts_one_wins(shared_dir: Path) -> None:
+    # Two processes race to replace the same stale file: exactly one listens.
+    path = str(shared_dir / "race.sock")
+    for _ in range(5):
+        dead = socket.socket(socket.AF_UNIX)
+        dead.bind(path)
+        dead.close()
+        code = ("import sys,time\nfrom sockscope.services import Server\n"
+                "try:\n s=Server('unix:'+sys.argv[1])\n"
+                "except Exception as e:\n print('lost',e); sys.exit(3)\n"
+                "print('won', flush=True); time.sleep(1.5); s.close()\n")
+        procs = [subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=20)[0] for p in procs]
+        assert sorted(o.split()[0] for o in outs) == ["lost", "won"], outs
+        assert not os.path.exists(path)
+
+
+def test_mode_set_at_bind(shared_dir: Path) -> None:
+    path = str(shared_dir / "m.sock")
+    old = os.umask(0o022)
+    try:
+        with Server(f"unix:{path}", mode=0o660, owner=(0, NOBODY)):
+            st = os.lstat(path)
+            assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == NOBODY
+            assert os.umask(0o022) == 0o022  # restored
+        with Server(f"unix:{path}", mode=0o606):  # wider than the umask allows
+            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o606
+    finally:
+        os.umask(old)
+
+
+def test_missing_and_unwritable_directories(shared_dir: Path) -> None:
+    with pytest.raises(SockscopeError, match="does not exist"):
+        Server(f"unix:{shared_dir}/no/such/dir/x.sock")
+    path = f"unix:{shared_dir}/x.sock"
+    shared_dir.chmod(0o555)
+    try:
+        def try_bind() -> int:
+            try:
+                Server(path)
+            except SockscopeError as exc:
+                return 0 if "is not writable" in str(exc) else 1
+            return 2
+
+        assert as_nobody(try_bind) == 0
+    finally:
+        shared_dir.chmod(0o755)
+
+
+def test_peer_credentials_through_pidfd() -> None:
+    a, b = socket.socketpair()
+    with a, b, peer_credentials(a) as cred:
+        assert (cred.pid, cred.uid, cred.gid) == (os.getpid(), os.geteuid(), os.getegid())
+        assert cred.pidfd is not None  # Linux 6.5+
+        assert cred.exe == os.path.realpath(sys.executable)
+        assert cred.comm and cred.comm in Path(f"/proc/{os.getpid()}/comm").read_text()
+    with pytest.raises(SockscopeError, match="only for Unix"), socket.socket() as tcp:
+        peer_credentials(tcp)
+
+
+def test_exited_peer_gives_no_executable() -> None:
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(b"\0ssc-exited-" + str(os.getpid()).encode())
+    listener.listen(1)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(listener.getsockname())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)  # the peer is gone (and reaped) before we ask
+    conn, _ = listener.accept()
+    with conn, listener:
+        try:
+            cred = peer_credentials(conn)
+        except SockscopeError:
+            return  # the kernel refused: also no executable to trust
+        with cred:
+            assert cred.pid == pid and cred.exe is None
+
+
+def test_descriptors_between_processes(shared_dir: Path) -> None:
+    data = shared_dir / "payload"
+    data.write_text("passed along")
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            a.close()
+            fd = os.open(data, os.O_RDONLY)
+            r, w = os.pipe()
+            os.write(w, b"through a pipe")
+            os.close(w)
+            send_fds(b, [fd, r], b"two")
+        finally:
+            os._exit(0)
+    b.close()
+    with a:
+        message, fds = recv_fds(a)
+    os.waitpid(pid, 0)
+    assert message == b"two" and len(fds) == 2
+    assert os.read(fds[0], 100) == b"passed along"
+    assert os.read(fds[1], 100) == b"through a pipe"
+    assert not os.get_inheritable(fds[0])
+    for fd in fds:
+        os.close(fd)
+
+
+def test_cli_send_fd(shared_dir: Path) -> None:
+    path = str(shared_dir / "fd.sock")
+    payload = shared_dir / "payload"
+    payload.write_text("via --send-fd")
+    with Server(f"unix:{path}") as server:
+        with open(payload) as f:
+            proc = subprocess.Popen([*CLI, "connect", f"unix:{path}", "--send-fd", str(f.fileno())],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=[f.fileno()])
+        conn, _ = server.accept()
+        proc.stdin.write(b"hello")  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+        with conn:
+            message, fds = recv_fds(conn)
+            assert message == b"hello" and len(fds) == 1
+            assert os.read(fds[0], 100) == b"via --send-fd"
+            os.close(fds[0])
+        assert proc.wait(timeout=10) == 0
+
+
+def test_scm_credentials() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        enable_credentials(b)
+        send_credentials(a, b"hi")
+        data, cred, _ = recv_credentials(b)
+        assert data == b"hi" and cred == (os.getpid(), os.geteuid(), os.getegid())
+
+
+def _client_reads(path: str) -> Callable[[], int]:
+    def read() -> int:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        try:
+            s.connect(path)
+            return 0 if s.recv(100) == b"welcome\n" else 1
+        except OSError:
+            return 1
+        finally:
+            s.close()
+
+    return read
+
+
+def test_unix_server_accepts_root_refuses_nobody(shared_dir: Path) -> None:
+    path = str(shared_dir / "p.sock")
+    policy = Policy.parse("api : uid:0 : allow\napi : ALL : deny\n", "peer.policy")
+    proc = subprocess.Popen([*CLI, "listen", "-v", "-k", "--mode", "0666", "--exec", "echo welcome",
+                             "--daemon", "api", "--policy", "/dev/stdin", f"unix:{path}"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin and proc.stderr
+        proc.stdin.write("api : uid:0 : allow\napi : ALL : deny\n")
+        proc.stdin.close()
+        assert "listening on" in proc.stderr.readline()
+        assert _client_reads(path)() == 0
+        assert as_nobody(_client_reads(path)) == 1
+        line = proc.stderr.readline()
+        while "refused" not in line:
+            line = proc.stderr.readline()
+        assert f"uid {NOBODY}" in line and "/dev/stdin:2" in line
+        assert _client_reads(path)() == 0  # still serving
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert not os.path.exists(path)
+    assert not policy.allows("api", sockscope_peer(NOBODY))
+
+
+def sockscope_peer(uid: int) -> object:
+    from sockscope.services import PeerCredentials
+
+    return PeerCredentials(0, uid, uid)
+
+
+def test_client_vanishing_during_check_does_not_stop_server(shared_dir: Path) -> None:
+    path = str(shared_dir / "v.sock")
+    refused: list[str] = []
+    policy = Policy.parse("ALL : uid:0 : allow\n")
+    with Server(f"unix:{path}", policy=policy, on_refused=lambda p: refused.append(p.address)) as server:
+        for _ in range(20):
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(path)
+            c.close()
+        good = socket.socket(socket.AF_UNIX)
+        good.connect(path)
+        good.sendall(b"ping")
+        for _ in range(21):
+            conn, _peer = server.accept()
+            data = conn.recv(10)
+            conn.close()
+            if data == b"ping":
+                break
+        else:
+            pytest.fail("the live client was never served")
+        good.close()
+
+
+def test_tcp_refused_before_a_byte_is_read() -> None:
+    policy = Policy.parse("ALL : 10.0.0.0/8 : allow\n")
+    refused: list[str] = []
+    with Server("tcp:127.0.0.1:0", policy=policy, on_refused=lambda p: refused.append(p.address)) as server:
+        port = server.socket.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        c.sendall(b"secret")
+        server.socket.settimeout(5)
+        with pytest.raises(TimeoutError):
+            server.socket.settimeout(0.3)
+            server.accept()
+        c.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            c.recv(10)  # reset, not an orderly close
+        c.close()
+    assert refused and refused[0].startswith("127.0.0.1:")
+
+
+def test_asyncio_server_with_peer_policy(shared_dir: Path) -> None:
+    path = str(shared_dir / "a.sock")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
+        writer.write((await reader.readline()).upper())
+        await writer.drain()
+
+    async def main() -> tuple[bytes, bytes]:
+        allow = Policy.parse("ALL : uid:0 : allow\n")
+        async with await aio.start_server(f"unix:{path}", handler, policy=allow):
+            reader, writer = await aio.open_connection(f"unix:{path}")
+            writer.write(b"hello\n")
+            first = await reader.readline()
+            writer.close()
+        deny = Policy.parse("ALL : uid:1 : allow\n")
+        async with await aio.start_server(f"unix:{path}", handler, policy=deny):
+            reader, writer = await aio.open_connection(f"unix:{path}")
+            second = await reader.read()  # closed at accept, before anything was read
+            writer.close()
+        return first, second
+
+    assert asyncio.run(main()) == (b"HELLO\n", b"")
+
+
+def test_cli_errors() -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    with busy:
+        port = busy.getsockname()[1]
+        proc = subprocess.run([*CLI, "listen", f"tcp:127.0.0.1:{port}"], capture_output=True, text=True,
+                              timeout=30)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        f"sockscope listen: tcp:127.0.0.1:{port}: address already in use")
+    proc = subprocess.run([*CLI, "connect", "tcp:::1:80"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "brackets" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([*CLI, "listen", "--mode", "0660", "tcp:127.0.0.1:0"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and "unix socket files only" in proc.stderr
+
+
+def test_privileged_port_message() -> None:
+    import locale  # noqa: F401 - argparse's gettext, before dropping privileges
+    import shlex  # noqa: F401
+
+    import sockscope.cli.check
+    import sockscope.cli.listen
+    import sockscope.services.relay  # noqa: F401
+    from sockscope.cli.main import main
+
+    read_fd, write_fd = os.pipe()
+
+    def listen_low() -> int:
+        os.dup2(write_fd, 2)
+        sys.stderr = os.fdopen(2, "w")
+        try:
+            return main(["listen", "tcp:127.0.0.1:80"])
+        finally:
+            sys.stderr.flush()
+
+    code = as_nobody(listen_low)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        err = f.read()
+    start = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip()
+    assert code == 1, err
+    assert f"net.ipv4.ip_unprivileged_port_start is {start}" in err
+    assert "CAP_NET_BIND_SERVICE" in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_cli_exit_status(shared_dir: Path) -> None:
+    policy = shared_dir / "p.conf"
+    policy.write_text("sshd : 10.0.0.0/8 EXCEPT 10.0.0.5 : allow\n")
+    ok = subprocess.run([*CLI, "check", "--policy", str(policy), "sshd", "10.1.1.1"], capture_output=True,
+                        text=True, timeout=30)
+    assert ok.returncode == 0 and f"{policy} line 1" in ok.stdout and "granted" in ok.stdout
+    no = subprocess.run([*CLI, "check", "--policy", str(policy), "sshd", "10.0.0.5"], capture_output=True,
+                        text=True, timeout=30)
+    assert no.returncode == 1 and "denied" in no.stdout
+    me = subprocess.run([*CLI, "check", "--policy", str(policy), "--json", "sshd", f"pid:{os.getpid()}"],
+                        capture_output=True, text=True, timeout=30)
+    assert me.returncode == 1 and '"line": null' in me.stdout
+    policy.write_text("sshd : user:no-such-user-here : allow\n")
+    bad = subprocess.run([*CLI, "check", "--policy", str(policy), "sshd", "10.1.1.1"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"sockscope check: {policy}:1:8: unknown user 'no-such-user-here'"
+
+
+def test_relay_round_trip_unix_kinds(shared_dir: Path) -> None:
+    for kind in ("unix", "unix-seqpacket", "unix-dgram"):
+        path = str(shared_dir / f"{kind}.sock")
+        server = subprocess.Popen([*CLI, "listen", "-v", "--exec", "tr a-z A-Z", f"{kind}:{path}"],
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert server.stderr and "listening" in server.stderr.readline()
+            if kind == "unix-dgram":
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                c.bind(b"")
+                c.settimeout(10)
+                c.sendto(b"datagram", path)
+                assert c.recv(100) == b"DATAGRAM"
+                c.close()
+            else:
+                out = subprocess.run([*CLI, "connect", f"{kind}:{path}"], input=b"hello", capture_output=True,
+                                     timeout=30)
+                assert out.stdout == b"HELLO", out
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(path)
+    ep = bind_endpoint(parse_endpoint("unix:@ssc-abstract-test"))
+    ep.close()
