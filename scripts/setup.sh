@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
-# Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor).
-apt_pkgs=(python3 python3-venv iproute2)
+# Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor);
+# nftables gives `nft`, which `sockscope guard` runs.
+apt_pkgs=(python3 python3-venv iproute2 nftables)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
