@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             who += f" (pid {peer.credentials.pid} uid {peer.credentials.uid})"
         _log(args, f"refused {who}: {rule}")
 
-    guard = server.Guarded(policy, args.daemon, refused)
+    guard = server.Guarded(policy, args.daemon, refused, credentials=True)
     _log(args, f"listening on {endpoint}")
     try:
         if endpoint.stream:

@@ -89,8 +89,10 @@ class AsyncServer:
 async def start_server(address: str | Endpoint, handler: Handler, *, policy: Policy | None = None,
                        daemon: str = "sockscope", mode: int | None = None,
                        owner: tuple[int, int] | None = None, backlog: int = 1024,
-                       on_refused: Callable[[Peer], None] | None = None) -> AsyncServer:
-    """Bind, listen and start accepting (stream endpoints)."""
+                       on_refused: Callable[[Peer], None] | None = None,
+                       credentials: bool | None = None) -> AsyncServer:
+    """Bind, listen and start accepting (stream endpoints). Unix peer credentials are
+    read when a policy is set or ``credentials`` is true."""
     endpoint = parse_endpoint(address) if isinstance(address, str) else address
     if not endpoint.stream:
         from sockscope.errors import UsageError
@@ -98,7 +100,7 @@ async def start_server(address: str | Endpoint, handler: Handler, *, policy: Pol
         raise UsageError(f"{endpoint}: the asyncio server serves stream sockets")
     sock = bind_endpoint(endpoint, mode=mode, owner=owner, backlog=backlog)
     sock.setblocking(False)
-    server = AsyncServer(endpoint, handler, Guarded(policy, daemon, on_refused), sock)
+    server = AsyncServer(endpoint, handler, Guarded(policy, daemon, on_refused, credentials), sock)
     server.start()
     return server
 

@@ -29,15 +29,33 @@ LOCAL_PEERCRED = 1  # level SOL_LOCAL (0) on FreeBSD and macOS
 @dataclass(frozen=True)
 class PeerCredentials:
     """The peer process of a Unix socket. ``pid`` is 0 when unknown (BSD);
-    ``pidfd`` is owned by this object (close it with `close`)."""
+    ``pidfd`` is owned by this object (close it with `close`). ``exe`` and
+    ``comm`` are read on first use, through the pidfd, so a check that does not
+    need them does not pay for them; after `close` they stay unknown."""
 
     pid: int
     uid: int
     gid: int
     pidfd: int | None = None
-    exe: str | None = None
-    comm: str | None = None
+    _identity: list[str | None] = field(default_factory=list, repr=False, compare=False)
     _closed: list[bool] = field(default_factory=lambda: [False], repr=False, compare=False)
+
+    def _identify(self) -> list[str | None]:
+        if not self._identity:
+            if self.pidfd is not None and not self._closed[0]:
+                self._identity.extend(_identify(self.pid, self.pidfd))
+            else:
+                self._identity.extend((None, None))
+        return self._identity
+
+    @property
+    def exe(self) -> str | None:
+        """The peer's executable, verified to belong to the peer (None if unknown)."""
+        return self._identify()[0]
+
+    @property
+    def comm(self) -> str | None:
+        return self._identify()[1]
 
     def close(self) -> None:
         if self.pidfd is not None and not self._closed[0]:
@@ -55,20 +73,26 @@ class PeerCredentials:
                 "pidfd": self.pidfd is not None}
 
 
-def peer_credentials(sock: socket.socket) -> PeerCredentials:
-    """Credentials of the process that connected (or bound, for a datagram pair)."""
+def peer_credentials(sock: socket.socket, *, pidfd: bool = True) -> PeerCredentials:
+    """Credentials of the process that connected (or bound, for a datagram pair).
+
+    ``pidfd=False`` skips SO_PEERPIDFD (about half the cost) when the executable
+    is not wanted; ``exe`` and ``comm`` are then None.
+    """
     if sock.family != socket.AF_UNIX:
         raise SockscopeError("peer credentials exist only for Unix-domain sockets")
-    reader = _linux if sys.platform.startswith("linux") else _bsd
-    return reader(sock)
+    on_linux = sys.platform.startswith("linux")
+    return _linux(sock, pidfd) if on_linux else _bsd(sock)
 
 
-def _linux(sock: socket.socket) -> PeerCredentials:
+def _linux(sock: socket.socket, want_pidfd: bool = True) -> PeerCredentials:
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     except OSError as exc:
         raise SockscopeError(f"cannot read peer credentials: {exc.strerror}") from None
     pid, uid, gid = _UCRED.unpack(raw)
+    if not want_pidfd:
+        return PeerCredentials(pid, uid, gid)
     try:
         pidfd: int | None = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4),
                                            sys.byteorder, signed=True)
@@ -76,9 +100,7 @@ def _linux(sock: socket.socket) -> PeerCredentials:
         pidfd = None  # before Linux 6.5 (ENOPROTOOPT), or no peer process (ENODATA)
     if pidfd is None:
         return PeerCredentials(pid, uid, gid)
-    os.set_inheritable(pidfd, False)
-    exe, comm = _identify(pid, pidfd)
-    return PeerCredentials(pid, uid, gid, pidfd, exe, comm)
+    return PeerCredentials(pid, uid, gid, pidfd)  # the kernel made it close-on-exec
 
 
 def pidfd_pid(pidfd: int) -> int:
@@ -129,8 +151,7 @@ def process_credentials(pid: int) -> PeerCredentials:
     except (OSError, KeyError, ValueError):
         os.close(pidfd)
         raise SockscopeError(f"pid {pid}: cannot read its credentials") from None
-    exe, comm = _identify(pid, pidfd)
-    return PeerCredentials(pid, uid, gid, pidfd, exe, comm)
+    return PeerCredentials(pid, uid, gid, pidfd)
 
 
 def parse_xucred(raw: bytes) -> tuple[int, int]:

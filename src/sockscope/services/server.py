@@ -147,8 +147,12 @@ class Guarded:
     """A policy for one daemon name, applied to the clients of one server."""
 
     def __init__(self, policy: Policy | None, daemon: str,
-                 on_refused: Callable[[Peer], None] | None = None) -> None:
+                 on_refused: Callable[[Peer], None] | None = None, credentials: bool | None = None) -> None:
         self.policy, self.daemon, self.on_refused = policy, daemon, on_refused
+        # Unix peer credentials: always when a policy is set, else on request.
+        self.credentials = policy is not None if credentials is None else credentials
+        # The pidfd is wanted only to learn the executable (exe: rules, logs).
+        self.pidfd = policy is None or policy.uses_exe
 
     def _refuse(self, peer: Peer) -> None:
         if self.on_refused is not None:
@@ -159,7 +163,9 @@ class Guarded:
         peer = Peer(_address_text(address))
         try:
             if conn.family == socket.AF_UNIX:
-                cred = peer.credentials = peer_credentials(conn)
+                if not self.credentials:
+                    return peer
+                cred = peer.credentials = peer_credentials(conn, pidfd=self.pidfd)
                 if peer.address == "(unnamed)":
                     peer.address = f"pid {cred.pid} uid {cred.uid} gid {cred.gid}"
                 client = Client(peer=cred)
@@ -235,12 +241,12 @@ class Server:
 
     def __init__(self, address: str | Endpoint, *, policy: Policy | None = None, daemon: str = "sockscope",
                  mode: int | None = None, owner: tuple[int, int] | None = None, backlog: int = 128,
-                 on_refused: Callable[[Peer], None] | None = None) -> None:
+                 on_refused: Callable[[Peer], None] | None = None, credentials: bool = True) -> None:
         from .address import parse_endpoint
 
         self.endpoint = parse_endpoint(address) if isinstance(address, str) else address
         self.socket = bind_endpoint(self.endpoint, mode=mode, owner=owner, backlog=backlog)
-        self.guard = Guarded(policy, daemon, on_refused)
+        self.guard = Guarded(policy, daemon, on_refused, credentials)
         self._identity = unixpath.file_identity(self.endpoint.path) if self.endpoint.is_unix else None
 
     def accept(self) -> tuple[socket.socket, Peer]:
