@@ -449,3 +449,38 @@ def test_relay_round_trip_unix_kinds(shared_dir: Path) -> None:
         assert not os.path.exists(path)
     ep = bind_endpoint(parse_endpoint("unix:@ssc-abstract-test"))
     ep.close()
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_relay_round_trip_inet(kind: str) -> None:
+    with socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*CLI, "listen", "-v", "--exec", "tr a-z A-Z", f"{kind}:127.0.0.1:{port}"],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr and "listening" in server.stderr.readline()
+        out = subprocess.run([*CLI, "connect", f"{kind}:127.0.0.1:{port}"], input=b"hello",
+                             capture_output=True, timeout=30)
+        assert out.stdout == b"HELLO" and out.returncode == 0, out
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_exe_rule_uses_the_verified_executable(shared_dir: Path) -> None:
+    path = str(shared_dir / "exe.sock")
+    me = os.path.realpath(sys.executable)
+    for rule, allowed in ((f"ALL : exe:{me} : allow\n", True), ("ALL : exe:/bin/false : allow\n", False)):
+        with Server(f"unix:{path}", policy=Policy.parse(rule)) as server:
+            server.socket.settimeout(0.5)
+            client = socket.socket(socket.AF_UNIX)
+            client.connect(path)
+            try:
+                conn, peer = server.accept()
+            except TimeoutError:
+                assert not allowed
+            else:
+                assert allowed and peer.credentials is not None and peer.credentials.exe == me
+                conn.close()
+            client.close()

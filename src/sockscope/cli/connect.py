@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "repeatable; unix sockets only")
     p.add_argument("-w", "--wait", type=float, default=10.0, metavar="SECONDS",
                    help="connect timeout (default 10)")
+    p.add_argument("-q", "--quiet-time", type=float, default=1.0, metavar="SECONDS",
+                   help="datagram sockets: after the input ends, wait this long for replies (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             if not first:
                 if endpoint.stream:
                     sock.shutdown(socket.SHUT_WR)  # input already ended
-                relay(sock, None, sys.stdout.fileno(), stream=endpoint.stream)
+                relay(sock, None, sys.stdout.fileno(), stream=endpoint.stream, linger=args.quiet_time)
                 return 0
-        relay(sock, in_fd, sys.stdout.fileno(), stream=endpoint.stream)
+        relay(sock, in_fd, sys.stdout.fileno(), stream=endpoint.stream, linger=args.quiet_time)
     return 0

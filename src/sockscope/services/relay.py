@@ -17,11 +17,13 @@ CHUNK = 65536
 
 def relay(sock: socket.socket, in_fd: int | None, out_fd: int, *, stream: bool = True,
           reply_to: Callable[[], object] | None = None,
-          recv: Callable[[], tuple[bytes, object] | None] | None = None) -> bool:
+          recv: Callable[[], tuple[bytes, object] | None] | None = None, linger: float = 0.0) -> bool:
     """Copy in_fd -> sock and sock -> out_fd; True if the input is still open.
 
     For an unconnected datagram server, ``recv`` returns the next allowed datagram
-    (None for a refused one) and ``reply_to`` the address to send input to.
+    (None for a refused one) and ``reply_to`` the address to send input to. A
+    datagram client keeps reading replies for ``linger`` seconds of quiet after its
+    input ends (there is no EOF to wait for).
     """
     input_open = in_fd is not None
     sel = selectors.DefaultSelector()
@@ -29,8 +31,13 @@ def relay(sock: socket.socket, in_fd: int | None, out_fd: int, *, stream: bool =
     if in_fd is not None:
         sel.register(in_fd, selectors.EVENT_READ)
     try:
+        # A datagram client with no input at all only waits for replies.
+        timeout = linger if in_fd is None and not stream and reply_to is None and linger > 0 else None
         while True:
-            for key, _ in sel.select():
+            events = sel.select(timeout)
+            if not events and timeout is not None:
+                return input_open  # quiet for `linger` seconds after the input ended
+            for key, _ in events:
                 if key.fileobj is sock:
                     if not _from_socket(sock, out_fd, stream, recv):
                         return input_open
@@ -45,7 +52,9 @@ def relay(sock: socket.socket, in_fd: int | None, out_fd: int, *, stream: bool =
                             except OSError:
                                 return False
                         elif reply_to is None:
-                            return False  # datagram client: nothing more to send
+                            if linger <= 0:
+                                return False
+                            timeout = linger  # datagram client: wait for late replies
                         continue
                     _to_socket(sock, data, stream, reply_to)
     finally:
