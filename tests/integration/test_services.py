@@ -484,3 +484,58 @@ def test_exe_rule_uses_the_verified_executable(shared_dir: Path) -> None:
                 assert allowed and peer.credentials is not None and peer.credentials.exe == me
                 conn.close()
             client.close()
+
+
+def test_max_conns_closes_the_extra_connection(shared_dir: Path) -> None:
+    path = str(shared_dir / "max.sock")
+    server = subprocess.Popen([*CLI, "listen", "-v", "-k", "--max-conns", "1", "--exec", "sleep 3",
+                               f"unix:{path}"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr and "listening" in server.stderr.readline()
+        first = socket.socket(socket.AF_UNIX)
+        first.connect(path)
+        assert "connection from" in server.stderr.readline()
+        second = socket.socket(socket.AF_UNIX)  # refused before any "connection from" line
+        second.connect(path)
+        second.settimeout(5)
+        assert second.recv(10) == b""  # closed at once
+        assert "1 connections already" in server.stderr.readline()
+        first.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            first.recv(10)  # still being served
+        first.close()
+        second.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_unix_datagrams_checked_one_by_one(shared_dir: Path) -> None:
+    path = str(shared_dir / "dg.sock")
+    policy = shared_dir / "dg.policy"
+    policy.write_text("ALL : uid:0 : allow\n")
+    server = subprocess.Popen([*CLI, "listen", "-v", "--policy", str(policy), "--mode", "0666",
+                               "--exec", "tr a-z A-Z", f"unix-dgram:{path}"], stderr=subprocess.PIPE, text=True)
+
+    def ask() -> int:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        c.bind(b"")
+        c.settimeout(2)
+        try:
+            c.sendto(b"ping", path)
+            return 0 if c.recv(100) == b"PING" else 1
+        except OSError:
+            return 1
+        finally:
+            c.close()
+
+    try:
+        assert server.stderr and "listening" in server.stderr.readline()
+        assert ask() == 0
+        assert as_nobody(ask) == 1
+        line = server.stderr.readline()
+        assert "refused" in line and "uid 65534" in line, line
+        assert ask() == 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -94,10 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     def refused(peer: server.Peer) -> None:
         rule = peer.decision.rule.where if peer.decision and peer.decision.rule else "no rule"
-        who = peer.address
-        if peer.credentials is not None:
-            who += f" (pid {peer.credentials.pid} uid {peer.credentials.uid})"
-        _log(args, f"refused {who}: {rule}")
+        _log(args, f"refused {peer.address}: {rule}")
 
     guard = server.Guarded(policy, args.daemon, refused, credentials=True)
     _log(args, f"listening on {endpoint}")
@@ -131,8 +128,8 @@ def _serve_stream(args: argparse.Namespace, sock: Any, guard: Any, command: list
         if accepted is None:
             continue
         conn, peer = accepted
-        _log(args, f"connection from {peer.address}")
         if command is None:
+            _log(args, f"connection from {peer.address}")
             with conn:
                 in_open = relay(conn, in_fd, sys.stdout.fileno(), stream=True)
             if not in_open:
@@ -147,6 +144,7 @@ def _serve_stream(args: argparse.Namespace, sock: Any, guard: Any, command: list
             _log(args, f"closing {peer.address}: {args.max_conns} connections already")
             conn.close()
             continue
+        _log(args, f"connection from {peer.address}")
         try:
             child = subprocess.Popen(command, stdin=conn.fileno(), stdout=conn.fileno(), env=_peer_env(peer))
         except OSError as exc:

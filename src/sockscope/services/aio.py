@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -37,6 +38,11 @@ class AsyncServer:
                 conn, address = await loop.sock_accept(self.socket)
             except (ConnectionAbortedError, InterruptedError):
                 continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    await asyncio.sleep(0.05)  # out of descriptors: clients wait in the backlog
+                    continue
+                raise
             peer = self.guard.check_connection(conn, address)
             if peer is None:
                 continue

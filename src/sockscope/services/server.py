@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -192,6 +193,7 @@ class Guarded:
             client = Client(address=ipaddress.ip_address(str(address[0]).split("%")[0]))
         elif cred is not None:
             peer.credentials = PeerCredentials(*cred)
+            peer.address += f" (pid {cred[0]} uid {cred[1]} gid {cred[2]})"
             client = Client(peer=peer.credentials)
         else:
             client = Client()  # no credentials: only ALL can match
@@ -219,6 +221,11 @@ def accept_checked(listener: socket.socket, guard: Guarded) -> tuple[socket.sock
         conn, address = listener.accept()
     except (ConnectionAbortedError, InterruptedError):
         return None
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            time.sleep(0.05)  # out of descriptors: the client waits in the backlog
+            return None
+        raise
     peer = guard.check_connection(conn, address)
     return (conn, peer) if peer is not None else None
 
