@@ -515,7 +515,8 @@ def test_unix_datagrams_checked_one_by_one(shared_dir: Path) -> None:
     policy = shared_dir / "dg.policy"
     policy.write_text("ALL : uid:0 : allow\n")
     server = subprocess.Popen([*CLI, "listen", "-v", "--policy", str(policy), "--mode", "0666",
-                               "--exec", "tr a-z A-Z", f"unix-dgram:{path}"], stderr=subprocess.PIPE, text=True)
+                               "--exec", "tr a-z A-Z", f"unix-dgram:{path}"],
+                              stderr=subprocess.PIPE, text=True)
 
     def ask() -> int:
         c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
