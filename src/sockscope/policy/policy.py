@@ -26,7 +26,7 @@ _ANY = "\0ALL"
 _K = TypeVar("_K")  # daemon key of rules for ALL daemons
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond more per decision
 class Decision:
     """The verdict and the rule that gave it (None when no rule matched)."""
 

@@ -11,11 +11,11 @@ BSD and macOS answer through getpeereid / LOCAL_PEERCRED (``_xucred``).
 
 from __future__ import annotations
 
+import _socket
 import os
 import socket
 import struct
 import sys
-from dataclasses import dataclass, field
 
 from sockscope.errors import SockscopeError
 
@@ -26,19 +26,24 @@ _XUCRED = struct.Struct("IIh2x16I")
 LOCAL_PEERCRED = 1  # level SOL_LOCAL (0) on FreeBSD and macOS
 
 
-@dataclass(frozen=True)
 class PeerCredentials:
     """The peer process of a Unix socket. ``pid`` is 0 when unknown (BSD);
     ``pidfd`` is owned by this object (close it with `close`). ``exe`` and
     ``comm`` are read on first use, through the pidfd, so a check that does not
-    need them does not pay for them; after `close` they stay unknown."""
+    need them does not pay for them; after `close` they stay unknown.
 
-    pid: int
-    uid: int
-    gid: int
-    pidfd: int | None = None
-    _identity: list[str | None] = field(default_factory=list, repr=False, compare=False)
-    _closed: list[bool] = field(default_factory=lambda: [False], repr=False, compare=False)
+    A plain class with slots: one is built per connection a server checks.
+    """
+
+    __slots__ = ("_closed", "_identity", "gid", "pid", "pidfd", "uid")
+
+    def __init__(self, pid: int, uid: int, gid: int, pidfd: int | None = None) -> None:
+        self.pid, self.uid, self.gid, self.pidfd = pid, uid, gid, pidfd
+        self._identity: list[str | None] = []
+        self._closed = [False]
+
+    def __repr__(self) -> str:
+        return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid}, pidfd={self.pidfd})"
 
     def _identify(self) -> list[str | None]:
         if not self._identity:
@@ -73,13 +78,22 @@ class PeerCredentials:
                 "pidfd": self.pidfd is not None}
 
 
+# socket.socket.family wraps the number in an enum on every access (about a
+# microsecond); the C attribute underneath gives the plain int.
+_raw_family = _socket.socket.family
+
+
+def family_of(sock: socket.socket) -> int:
+    return int(_raw_family.__get__(sock))
+
+
 def peer_credentials(sock: socket.socket, *, pidfd: bool = True) -> PeerCredentials:
     """Credentials of the process that connected (or bound, for a datagram pair).
 
     ``pidfd=False`` skips SO_PEERPIDFD (about half the cost) when the executable
     is not wanted; ``exe`` and ``comm`` are then None.
     """
-    if sock.family != socket.AF_UNIX:
+    if family_of(sock) != socket.AF_UNIX:
         raise SockscopeError("peer credentials exist only for Unix-domain sockets")
     on_linux = sys.platform.startswith("linux")
     return _linux(sock, pidfd) if on_linux else _bsd(sock)

@@ -9,7 +9,6 @@ that vanishes during the check is refused, never an error of the server.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import struct
 import time
@@ -21,7 +20,7 @@ from sockscope.policy import Client, Decision, Policy
 
 from . import fdpass, unixpath
 from .address import Endpoint, resolve_inet
-from .credentials import PeerCredentials, peer_credentials
+from .credentials import PeerCredentials, family_of, peer_credentials
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -163,15 +162,15 @@ class Guarded:
         """The peer of a freshly accepted connection if allowed; else closes it and returns None."""
         peer = Peer(_address_text(address))
         try:
-            if conn.family == socket.AF_UNIX:
+            if not isinstance(address, tuple):  # AF_UNIX: a path, bytes or ''
                 if not self.credentials:
                     return peer
                 cred = peer.credentials = peer_credentials(conn, pidfd=self.pidfd)
                 if peer.address == "(unnamed)":
                     peer.address = f"pid {cred.pid} uid {cred.uid} gid {cred.gid}"
-                client = Client(peer=cred)
+                client: Client | str | PeerCredentials = cred
             else:
-                client = Client(address=ipaddress.ip_address(str(address[0]).split("%")[0]))  # type: ignore[index]
+                client = str(address[0]).split("%")[0]  # decide() parses it without ipaddress
         except (OSError, SockscopeError):
             _reset(conn, peer)  # vanished during the check: refused
             self._refuse(peer)
@@ -189,12 +188,13 @@ class Guarded:
         peer = Peer(_address_text(address))
         if self.policy is None:
             return peer
+        client: Client | str | PeerCredentials
         if isinstance(address, tuple):
-            client = Client(address=ipaddress.ip_address(str(address[0]).split("%")[0]))
+            client = str(address[0]).split("%")[0]
         elif cred is not None:
             peer.credentials = PeerCredentials(*cred)
             peer.address += f" (pid {cred[0]} uid {cred[1]} gid {cred[2]})"
-            client = Client(peer=peer.credentials)
+            client = peer.credentials
         else:
             client = Client()  # no credentials: only ALL can match
         peer.decision = self.policy.decide(self.daemon, client)
@@ -208,7 +208,7 @@ def _reset(conn: socket.socket, peer: Peer) -> None:
     if peer.credentials is not None:
         peer.credentials.close()
     try:
-        if conn.family != socket.AF_UNIX:
+        if family_of(conn) != socket.AF_UNIX:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     except OSError:
         pass
@@ -233,7 +233,7 @@ def accept_checked(listener: socket.socket, guard: Guarded) -> tuple[socket.sock
 def recv_checked(sock: socket.socket, guard: Guarded, bufsize: int = 65536
                  ) -> tuple[bytes, object, Peer] | None:
     """One datagram and its sender if the policy allows it (refused ones are dropped)."""
-    if sock.family == socket.AF_UNIX:
+    if family_of(sock) == socket.AF_UNIX:
         data, cred, address = fdpass.recv_credentials(sock, bufsize)
     else:
         data, address = sock.recvfrom(bufsize)
