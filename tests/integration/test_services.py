@@ -540,3 +540,52 @@ def test_unix_datagrams_checked_one_by_one(shared_dir: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_keep_open_serves_the_next_client_after_a_reset(shared_dir: Path) -> None:
+    path = str(shared_dir / "k.sock")
+    server = subprocess.Popen([*CLI, "listen", "-v", "-k", f"unix:{path}"], stdin=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        assert server.stderr and server.stdin and b"listening" in server.stderr.readline()
+        first = socket.socket(socket.AF_UNIX)
+        first.connect(path)
+        assert b"connection from" in server.stderr.readline()
+        first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        first.close()
+        server.stdin.write(b"queued\n")  # input while nobody is connected waits for the next client
+        server.stdin.flush()
+        time.sleep(0.2)
+        second = socket.socket(socket.AF_UNIX)
+        second.connect(path)
+        assert b"connection from" in server.stderr.readline()
+        server.stdin.write(b"second\n")
+        server.stdin.flush()
+        second.settimeout(5)
+        got = b""
+        while not got.endswith(b"second\n"):
+            chunk = second.recv(100)
+            assert chunk, got
+            got += chunk
+        assert got == b"queued\nsecond\n"
+        second.close()
+        assert server.poll() is None
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_relay_ends_quietly_when_the_peer_is_gone() -> None:
+    from sockscope.services.relay import relay
+
+    a, b = socket.socketpair()
+    b.close()
+    r, w = os.pipe()
+    os.write(w, b"into the void")
+    out_r, out_w = os.pipe()
+    try:
+        relay(a, r, out_w, stream=True)  # EPIPE or EOF: either way it returns
+    finally:
+        for fd in (r, w, out_r, out_w):
+            os.close(fd)
+        a.close()

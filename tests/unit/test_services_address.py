@@ -35,6 +35,7 @@ def test_parse(text: str, kind: str, host: str, port: int, path: str) -> None:
 def test_abstract_address_and_types() -> None:
     import socket
 
+    assert parse_endpoint("unix:@" + "a" * 107).unix_address() == b"\0" + b"a" * 107  # at the limit
     ep = parse_endpoint("unix-seqpacket:@name")
     assert ep.abstract and ep.unix_address() == b"\0name" and ep.socktype == socket.SOCK_SEQPACKET
     assert not parse_endpoint("unix-dgram:/x").stream

@@ -56,7 +56,8 @@ def relay(sock: socket.socket, in_fd: int | None, out_fd: int, *, stream: bool =
                                 return False
                             timeout = linger  # datagram client: wait for late replies
                         continue
-                    _to_socket(sock, data, stream, reply_to)
+                    if not _to_socket(sock, data, stream, reply_to):
+                        return input_open  # the peer is gone
     finally:
         sel.close()
 
@@ -79,16 +80,22 @@ def _from_socket(sock: socket.socket, out_fd: int, stream: bool,
     return True
 
 
-def _to_socket(sock: socket.socket, data: bytes, stream: bool, reply_to: Callable[[], object] | None) -> None:
-    if stream:
-        sock.sendall(data)
-        return
-    if reply_to is None:
-        sock.send(data)
-        return
-    target = reply_to()
-    if target is not None:
-        sock.sendto(data, target)  # type: ignore[call-overload]
+def _to_socket(sock: socket.socket, data: bytes, stream: bool, reply_to: Callable[[], object] | None) -> bool:
+    """Send; False if a stream peer has gone (a datagram peer's absence is not fatal)."""
+    try:
+        if stream:
+            sock.sendall(data)
+        elif reply_to is None:
+            sock.send(data)
+        else:
+            target = reply_to()
+            if target is not None:
+                sock.sendto(data, target)  # type: ignore[call-overload]
+    except (BrokenPipeError, ConnectionResetError):
+        return not stream
+    except (ConnectionRefusedError, FileNotFoundError):
+        pass  # a datagram peer that went away: its replies are lost
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:
