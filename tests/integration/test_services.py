@@ -1,249 +1,31 @@
-"""Services on the local host: unix paths, stale files, modes, peer credentials,
-descriptor passing, policies at accept (root allowed, nobody refused)."""
+"""Servers and the listen/connect/check commands on the local host: policies at
+accept (root allowed, nobody refused), per datagram and before a TCP byte is
+read; relays for every socket kind; errors."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
-import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from sockscope.errors import SockscopeError, UsageError
+from nobody import NOBODY, as_nobody
 from sockscope.policy import Policy
 from sockscope.services import (
     Server,
     aio,
     bind_endpoint,
-    connect_endpoint,
     parse_endpoint,
-    peer_credentials,
-    recv_fds,
-    send_fds,
 )
-from sockscope.services.fdpass import enable_credentials, recv_credentials, send_credentials
 
 CLI = [sys.executable, "-m", "sockscope"]
-NOBODY = 65534
 pytestmark = pytest.mark.needs_root  # clients dropped to nobody, owners set with chown
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory nobody can reach (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="ssc-svc-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        for child in path.iterdir():
-            child.unlink()
-        path.rmdir()
-
-
-def as_nobody(func: Callable[[], int]) -> int:
-    """Run func in a forked child that dropped to nobody; its return value is the exit status."""
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            code = func()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
-def test_path_length_at_and_over_the_limit(shared_dir: Path) -> None:
-    room = 107 - len(str(shared_dir)) - 1
-    at_limit = str(shared_dir / ("a" * room))
-    over = str(shared_dir / ("b" * (room + 1)))
-    assert len(at_limit) == 107
-    with Server(f"unix:{at_limit}") as server:
-        client = connect_endpoint(parse_endpoint(f"unix:{at_limit}"))
-        conn, _ = server.accept()
-        conn.close()
-        client.close()
-    for action in (lambda: Server(f"unix:{over}"), lambda: connect_endpoint(parse_endpoint(f"unix:{over}"))):
-        with pytest.raises(UsageError, match="108 bytes, the limit is 107"):
-            action()
-    assert not os.path.exists(over)
-
-
-def test_stale_file_replaced_live_one_kept(shared_dir: Path) -> None:
-    path = str(shared_dir / "s.sock")
-    dead = socket.socket(socket.AF_UNIX)
-    dead.bind(path)
-    dead.close()  # the file stays behind, nothing listens
-    with Server(f"unix:{path}") as live:
-        with pytest.raises(SockscopeError, match="address in use"):
-            Server(f"unix:{path}")
-        with pytest.raises(SockscopeError, match="address in use"):
-            Server(f"unix-dgram:{path}")
-        c = connect_endpoint(parse_endpoint(f"unix:{path}"))  # still the first server's
-        conn, _ = live.accept()
-        conn.close()
-        c.close()
-    assert not os.path.exists(path)  # removed at close
-    # a datagram socket counts as live too
-    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    dgram.bind(path)
-    with pytest.raises(SockscopeError, match="address in use"):
-        Server(f"unix:{path}")
-    dgram.close()
-    os.unlink(path)
-    Path(path).write_text("data")
-    with pytest.raises(SockscopeError, match="not a socket"):
-        Server(f"unix:{path}")
-    assert Path(path).read_text() == "data"
-
-
-def test_concurrent_starts_one_wins(shared_dir: Path) -> None:
-    # Two processes race to replace the same stale file: exactly one listens.
-    path = str(shared_dir / "race.sock")
-    for _ in range(5):
-        dead = socket.socket(socket.AF_UNIX)
-        dead.bind(path)
-        dead.close()
-        code = ("import sys,time\nfrom sockscope.services import Server\n"
-                "try:\n s=Server('unix:'+sys.argv[1])\n"
-                "except Exception as e:\n print('lost',e); sys.exit(3)\n"
-                "print('won', flush=True); time.sleep(1.5); s.close()\n")
-        procs = [subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-        outs = [p.communicate(timeout=20)[0] for p in procs]
-        assert sorted(o.split()[0] for o in outs) == ["lost", "won"], outs
-        assert not os.path.exists(path)
-
-
-def test_mode_set_at_bind(shared_dir: Path) -> None:
-    path = str(shared_dir / "m.sock")
-    old = os.umask(0o022)
-    try:
-        with Server(f"unix:{path}", mode=0o660, owner=(0, NOBODY)):
-            st = os.lstat(path)
-            assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == NOBODY
-            assert os.umask(0o022) == 0o022  # restored
-        with Server(f"unix:{path}", mode=0o606):  # wider than the umask allows
-            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o606
-    finally:
-        os.umask(old)
-
-
-def test_missing_and_unwritable_directories(shared_dir: Path) -> None:
-    with pytest.raises(SockscopeError, match="does not exist"):
-        Server(f"unix:{shared_dir}/no/such/dir/x.sock")
-    path = f"unix:{shared_dir}/x.sock"
-    shared_dir.chmod(0o555)
-    try:
-        def try_bind() -> int:
-            try:
-                Server(path)
-            except SockscopeError as exc:
-                return 0 if "is not writable" in str(exc) else 1
-            return 2
-
-        assert as_nobody(try_bind) == 0
-    finally:
-        shared_dir.chmod(0o755)
-
-
-def test_peer_credentials_through_pidfd() -> None:
-    a, b = socket.socketpair()
-    with a, b, peer_credentials(a) as cred:
-        assert (cred.pid, cred.uid, cred.gid) == (os.getpid(), os.geteuid(), os.getegid())
-        assert cred.pidfd is not None  # Linux 6.5+
-        assert cred.exe == os.path.realpath(sys.executable)
-        assert cred.comm and cred.comm in Path(f"/proc/{os.getpid()}/comm").read_text()
-    with pytest.raises(SockscopeError, match="only for Unix"), socket.socket() as tcp:
-        peer_credentials(tcp)
-
-
-def test_exited_peer_gives_no_executable() -> None:
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(b"\0ssc-exited-" + str(os.getpid()).encode())
-    listener.listen(1)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            c = socket.socket(socket.AF_UNIX)
-            c.connect(listener.getsockname())
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)  # the peer is gone (and reaped) before we ask
-    conn, _ = listener.accept()
-    with conn, listener:
-        try:
-            cred = peer_credentials(conn)
-        except SockscopeError:
-            return  # the kernel refused: also no executable to trust
-        with cred:
-            assert cred.pid == pid and cred.exe is None
-
-
-def test_descriptors_between_processes(shared_dir: Path) -> None:
-    data = shared_dir / "payload"
-    data.write_text("passed along")
-    a, b = socket.socketpair()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            a.close()
-            fd = os.open(data, os.O_RDONLY)
-            r, w = os.pipe()
-            os.write(w, b"through a pipe")
-            os.close(w)
-            send_fds(b, [fd, r], b"two")
-        finally:
-            os._exit(0)
-    b.close()
-    with a:
-        message, fds = recv_fds(a)
-    os.waitpid(pid, 0)
-    assert message == b"two" and len(fds) == 2
-    assert os.read(fds[0], 100) == b"passed along"
-    assert os.read(fds[1], 100) == b"through a pipe"
-    assert not os.get_inheritable(fds[0])
-    for fd in fds:
-        os.close(fd)
-
-
-def test_cli_send_fd(shared_dir: Path) -> None:
-    path = str(shared_dir / "fd.sock")
-    payload = shared_dir / "payload"
-    payload.write_text("via --send-fd")
-    with Server(f"unix:{path}") as server:
-        with open(payload) as f:
-            proc = subprocess.Popen([*CLI, "connect", f"unix:{path}", "--send-fd", str(f.fileno())],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=[f.fileno()])
-        conn, _ = server.accept()
-        proc.stdin.write(b"hello")  # type: ignore[union-attr]
-        proc.stdin.close()  # type: ignore[union-attr]
-        with conn:
-            message, fds = recv_fds(conn)
-            assert message == b"hello" and len(fds) == 1
-            assert os.read(fds[0], 100) == b"via --send-fd"
-            os.close(fds[0])
-        assert proc.wait(timeout=10) == 0
-
-
-def test_scm_credentials() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    with a, b:
-        enable_credentials(b)
-        send_credentials(a, b"hi")
-        data, cred, _ = recv_credentials(b)
-        assert data == b"hi" and cred == (os.getpid(), os.geteuid(), os.getegid())
 
 
 def _client_reads(path: str) -> Callable[[], int]:

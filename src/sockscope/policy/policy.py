@@ -14,16 +14,14 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from sockscope.errors import UsageError
 
-from .patterns import All, Client, Exe, Gid, IPAddress, Network, PatternList, PeerLike, Resolver, Uid
+from .index import ANY as _ANY
+from .index import NONE as _NONE
+from .index import Index
+from .patterns import Client, Exe, IPAddress, PatternList, PeerLike, Resolver
 from .syntax import Rule, parse
-
-_NONE = 1 << 62  # "no rule": past any position
-_ANY = "\0ALL"
-_K = TypeVar("_K")  # daemon key of rules for ALL daemons
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond more per decision
@@ -58,113 +56,6 @@ class Decision:
         }
 
 
-_Nets = tuple[tuple[int, dict[int, int]], ...]
-
-
-@dataclass
-class _View:
-    """The index as one daemon sees it: its own rules and the ALL rules merged,
-    each entry the earliest position."""
-
-    any_client: int
-    nets: dict[int, _Nets]
-    uids: dict[int, int]
-    gids: dict[int, int]
-    exes: dict[str, int]
-
-    def best(self, version: int, value: int, peer: PeerLike | None) -> int:
-        best = self.any_client
-        if version:
-            for mask, table in self.nets.get(version, ()):
-                position = table.get(value & mask, _NONE)
-                if position < best:
-                    best = position
-        if peer is not None:
-            best = min(best, self.uids.get(peer.uid, _NONE), self.gids.get(peer.gid, _NONE))
-            if self.exes:
-                exe = peer.exe
-                if exe is not None:
-                    best = min(best, self.exes.get(exe, _NONE))
-        return best
-
-
-def _merge_min(tables: list[dict[_K, int]]) -> dict[_K, int]:
-    out: dict[_K, int] = {}
-    for table in tables:
-        for key, position in table.items():
-            if position < out.get(key, _NONE):
-                out[key] = position
-    return out
-
-
-class _Index:
-    def __init__(self) -> None:
-        # daemon key -> version -> prefix length -> {network int: position}
-        self.nets: dict[str, dict[int, dict[int, dict[int, int]]]] = {}
-        self.any_client: dict[str, int] = {}
-        self.uids: dict[str, dict[int, int]] = {}
-        self.gids: dict[str, dict[int, int]] = {}
-        self.exes: dict[str, dict[str, int]] = {}
-        self._views: dict[str, _View] = {}
-        self._named: set[str] = set()
-
-    @staticmethod
-    def _keep_first(table: dict[_K, int], key: _K, position: int) -> None:
-        if key not in table:  # rules are added in order: the first stays
-            table[key] = position
-
-    def add(self, key: str, pattern: object, position: int) -> bool:
-        """Index one pattern of a simple rule; False if it cannot be indexed."""
-        if isinstance(pattern, All):
-            self._keep_first(self.any_client, key, position)
-        elif isinstance(pattern, Network):
-            net = pattern.network
-            by_len = self.nets.setdefault(key, {}).setdefault(net.version, {})
-            self._keep_first(by_len.setdefault(net.prefixlen, {}), int(net.network_address), position)
-        elif isinstance(pattern, Uid):
-            self._keep_first(self.uids.setdefault(key, {}), pattern.uid, position)
-        elif isinstance(pattern, Gid):
-            self._keep_first(self.gids.setdefault(key, {}), pattern.gid, position)
-            for uid in pattern.member_uids:
-                self._keep_first(self.uids.setdefault(key, {}), uid, position)
-        elif isinstance(pattern, Exe):
-            self._keep_first(self.exes.setdefault(key, {}), pattern.path, position)
-        else:
-            return False
-        return True
-
-    def finish(self) -> None:
-        self._named = set(self.nets) | set(self.any_client) | set(self.uids) | set(self.gids) | set(self.exes)
-
-    def view(self, daemon_key: str) -> _View:
-        # A daemon no rule names sees only the ALL rules: one shared view.
-        key = daemon_key if daemon_key in self._named else _ANY
-        view = self._views.get(key)
-        if view is None:
-            view = self._views[key] = self._build((key, _ANY) if key != _ANY else (_ANY,))
-        return view
-
-    def _build(self, keys: tuple[str, ...]) -> _View:
-        nets: dict[int, _Nets] = {}
-        for version, bits in ((4, 32), (6, 128)):
-            by_len: dict[int, list[dict[int, int]]] = {}
-            for key in keys:
-                for plen, table in self.nets.get(key, {}).get(version, {}).items():
-                    by_len.setdefault(plen, []).append(table)
-            full = (1 << bits) - 1
-            nets[version] = tuple(
-                (full ^ ((1 << (bits - plen)) - 1), _merge_min(tables))
-                for plen, tables in sorted(by_len.items())
-            )
-        return _View(
-            min((self.any_client.get(k, _NONE) for k in keys), default=_NONE),
-            nets,
-            _merge_min([self.uids.get(k, {}) for k in keys]),
-            _merge_min([self.gids.get(k, {}) for k in keys]),
-            _merge_min([self.exes.get(k, {}) for k in keys]),
-        )
-
-
 class Policy:
     """Ordered rules with a default for clients no rule matches."""
 
@@ -172,7 +63,7 @@ class Policy:
         self.rules = rules
         self.default_allow = default_allow
         self.default_reason = default_reason
-        self._index = _Index()
+        self._index = Index()
         self._linear: list[int] = []
         for position, rule in enumerate(rules):
             daemons, clients = rule.daemons, rule.clients
