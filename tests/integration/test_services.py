@@ -371,3 +371,25 @@ def test_relay_ends_quietly_when_the_peer_is_gone() -> None:
         for fd in (r, w, out_r, out_w):
             os.close(fd)
         a.close()
+
+
+def test_abstract_names_and_the_classic_pair(shared_dir: Path) -> None:
+    name = f"unix:@ssc-test-{os.getpid()}"
+    server = subprocess.Popen([*CLI, "listen", "-v", "--exec", "tr a-z A-Z", name], stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stderr and "listening" in server.stderr.readline()
+        out = subprocess.run([*CLI, "connect", name], input=b"abstract", capture_output=True, timeout=30)
+        assert out.stdout == b"ABSTRACT", out
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    allow, deny = shared_dir / "hosts.allow", shared_dir / "hosts.deny"
+    allow.write_text("sshd : 192.168.\n")
+    deny.write_text("sshd : ALL\n")
+    args = [*CLI, "check", "--hosts-allow", str(allow), "--hosts-deny", str(deny)]
+    for daemon, client, code, where in (("sshd", "192.168.1.9", 0, f"{allow} line 1"),
+                                        ("sshd", "10.0.0.1", 1, f"{deny} line 1"),
+                                        ("ftpd", "10.0.0.1", 0, "nothing")):
+        proc = subprocess.run([*args, daemon, client], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == code and where in proc.stdout, proc.stdout
