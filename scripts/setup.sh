@@ -16,8 +16,9 @@ case "${1:-}" in
     *) echo "usage: scripts/setup.sh [--test | --bench]" >&2; exit 2 ;;
 esac
 
-# Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor).
-apt_pkgs=(python3 python3-venv iproute2)
+# Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor);
+# nftables gives `nft`, which `sockscope guard` runs.
+apt_pkgs=(python3 python3-venv iproute2 nftables)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.

@@ -1,8 +1,8 @@
-"""Running the CLI as an unprivileged user from a root test run.
+"""Running code and the CLI as the unprivileged user nobody from a root test run.
 
-The interpreter and its standard library live under /root (pyenv), which ``nobody``
-cannot read, so the child is forked after importing what the command needs, then
-drops to nobody and calls the CLI's ``main`` directly.
+The interpreter and its standard library live under /root (pyenv), which nobody
+cannot read: the child is forked after importing everything it needs, then drops
+to nobody (no supplementary groups) and runs.
 """
 
 from __future__ import annotations
@@ -10,13 +10,29 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 NOBODY = 65534
 
 
+def as_nobody(func: Callable[[], int]) -> int:
+    """Run func in a forked child that dropped to nobody; its return value is the exit status."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            code = func()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def run_as_nobody(argv: list[str], preload: Sequence[str] = ()) -> tuple[int, str]:
-    """Run ``sockscope argv`` in a forked child that dropped to nobody; (exit status, stderr).
+    """Run ``sockscope argv`` as nobody; (exit status, stderr).
 
     ``preload``: modules the command imports, imported here first (the CLI module of
     the command is always preloaded).
@@ -30,24 +46,22 @@ def run_as_nobody(argv: list[str], preload: Sequence[str] = ()) -> tuple[int, st
     for name in (COMMANDS[argv[0]][0], *preload):
         importlib.import_module(name)
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+
+    def child() -> int:
+        os.close(read_fd)
+        # pytest has replaced sys.stdout/err with capture objects: point them at fds.
+        sys.stderr = os.fdopen(write_fd, "w")
+        sys.stdout = open(os.devnull, "w")
         try:
-            # pytest has replaced sys.stdout/err with capture objects: point them at fds.
-            sys.stderr = os.fdopen(write_fd, "w")
-            sys.stdout = open(os.devnull, "w")
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
             code = main(argv)
-            sys.stderr.flush()
         except BaseException as exc:
             sys.stderr.write(f"child failed: {exc!r}\n")
-            sys.stderr.flush()
             code = 99
-        os._exit(code)
+        sys.stderr.flush()
+        return code
+
+    pid_status = as_nobody(child)
     os.close(write_fd)
     with os.fdopen(read_fd) as f:
         err = f.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), err
+    return pid_status, err

@@ -9,6 +9,8 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     capture(...)      live packet capture (AF_PACKET, TPACKET_V3), iterable and async
     send_frame(...)   send a link-layer frame; replay(...) a capture file
     pcap              pcap/pcapng readers and writers (``sockscope.pcap``)
+    Policy            access policies (hosts_access rules, Unix peer rules)
+    Server, peer_credentials, send_fds, recv_fds   services (sockscope.services)
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ _EXPORTS = {
     "CapturedPacket": "sockscope.capture.packet",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
+    "Policy": "sockscope.policy",
+    "peer_credentials": "sockscope.services",
+    "PeerCredentials": "sockscope.services",
+    "send_fds": "sockscope.services",
+    "recv_fds": "sockscope.services",
+    "Server": "sockscope.services",
 }
 
 __all__ = [
@@ -48,6 +56,9 @@ __all__ = [
     "NetlinkAddress",
     "Owner",
     "PacketAddress",
+    "PeerCredentials",
+    "Policy",
+    "Server",
     "Socket",
     "SocketEvent",
     "SockscopeError",
@@ -59,7 +70,10 @@ __all__ = [
     "interfaces",
     "kill_sockets",
     "parse_filter",
+    "peer_credentials",
+    "recv_fds",
     "replay",
+    "send_fds",
     "send_frame",
     "sockets",
     "watch",
@@ -84,6 +98,8 @@ if TYPE_CHECKING:
     )
     from sockscope.inventory.query import sockets
     from sockscope.inventory.watch import SocketEvent, watch
+    from sockscope.policy import Policy
+    from sockscope.services import PeerCredentials, Server, peer_credentials, recv_fds, send_fds
 
 
 def __getattr__(name: str) -> Any:

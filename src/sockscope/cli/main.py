@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("sockscope.cli.watch", "stream socket events: new, state change, closed"),
     "capture": ("sockscope.cli.capture", "capture packets: print them or write pcap/pcapng (tcpdump)"),
     "send": ("sockscope.cli.send", "replay a capture file's frames out of an interface (tcpreplay)"),
+    "listen": ("sockscope.cli.listen", "serve TCP, UDP or Unix sockets, netcat-style, with a policy"),
+    "connect": ("sockscope.cli.connect", "connect to TCP, UDP or Unix sockets, netcat-style"),
+    "guard": ("sockscope.cli.guard", "enforce a policy's address rules in nftables, before accept"),
+    "check": ("sockscope.cli.check", "explain which policy rule decides for a client (tcpdmatch)"),
 }
 
 
