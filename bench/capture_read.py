@@ -81,10 +81,10 @@ flows = Counter()
 n = 0
 with open_reader(sys.argv[1]) as reader:
     key = None
-    for batch in reader.frames():  # (timestamp_ns, data, orig_len, interface_id, direction)
+    for batch in reader.frames():  # (sec, nsec, data, orig_len, interface_id, direction)
         if key is None:
             key = flow_keyer(reader.interfaces[0].linktype)  # a classic pcap: one interface
-        flows.update(map(key, [frame[1] for frame in batch]))
+        flows.update(map(key, [frame[2] for frame in batch]))
         n += len(batch)
 flows.pop(None, None)
 print(n, len(flows))

@@ -59,7 +59,7 @@ class Printer:
         if self.json or self.jsonl or self.verbose or self.link:
             self.packets(
                 CapturedPacket(
-                    ts,
+                    sec * 1_000_000_000 + nsec,
                     data,
                     orig,
                     interfaces[iid].linktype,
@@ -67,7 +67,7 @@ class Printer:
                     iid,
                     _DIRECTIONS.get(direction) if direction else None,
                 )
-                for ts, data, orig, iid, direction in frames
+                for sec, nsec, data, orig, iid, direction in frames
             )
             return
         fmt = self.times.format
@@ -75,27 +75,25 @@ class Printer:
         lines: list[str] = []
         append = lines.append
         if self.show_interface:
-            for ts, data, orig, iid, direction in frames:
+            for sec, nsec, data, orig, iid, direction in frames:
                 iface = interfaces[iid]
                 summarize = quick.get(iface.linktype) or self._summarizer(iface.linktype)
-                sec, nsec = divmod(ts, 1_000_000_000)
                 word = DIRECTION_WORDS.get(_DIRECTIONS.get(direction, "") if direction else "", "?")
                 append(f"{fmt(sec, nsec)}{iface.name} {word:<3} {summarize(data, orig)}\n")
         elif len({i.linktype for i in interfaces}) == 1 and self.times.style == 0 and not self.times.nano:
-            # The common case (a classic pcap file, default timestamps), inlined.
+            # The common case (a classic pcap file, default timestamps), inlined; %-formatting
+            # is measurably cheaper than an f-string with a format spec here.
             summarize = quick.get(interfaces[0].linktype) or self._summarizer(interfaces[0].linktype)
             clock = self.times.clock_text
             last, stamp = -1, ""
-            for ts, data, orig, _iid, _direction in frames:
-                sec, nsec = divmod(ts, 1_000_000_000)
+            for sec, nsec, data, orig, _iid, _direction in frames:
                 if sec != last:
                     last, stamp = sec, clock(sec)
-                append(f"{stamp}.{nsec // 1000:06d} {summarize(data, orig)}\n")
+                append("%s.%06d %s\n" % (stamp, nsec // 1000, summarize(data, orig)))  # noqa: UP031
         else:
-            for ts, data, orig, iid, _direction in frames:
+            for sec, nsec, data, orig, iid, _direction in frames:
                 linktype = interfaces[iid].linktype
                 summarize = quick.get(linktype) or self._summarizer(linktype)
-                sec, nsec = divmod(ts, 1_000_000_000)
                 append(f"{fmt(sec, nsec)}{summarize(data, orig)}\n")
         self.out.write("".join(lines))
 

@@ -77,7 +77,7 @@ def _matches(
     if isinstance(item, Record):
         data, orig, iid = item.data, item.orig_len, item.interface_id
     else:
-        _ts, data, orig, iid, _direction = item
+        _sec, _nsec, data, orig, iid, _direction = item
     program = programs[interfaces[iid].linktype]
     return program is None or program.matches(data, orig)
 

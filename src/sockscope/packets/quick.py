@@ -37,19 +37,19 @@ def summarizer(linktype: int) -> Summarizer:
     if l3 is None:
         return slow
     lead = l3 - 2  # the EtherType / protocol field sits just before the network header
-    # IPv4: type, ver_ihl, total_len, flags_frag, proto, (addresses), sport, dport, then
-    # TCP's seq, ack, offset/flags, window, (checksum), urgent pointer -- for UDP the
-    # "seq" word holds the UDP length in its top half.
-    v4 = struct.Struct(f"!{lead}xHBxH2xHxB2x8xHHIIHH2xH").unpack_from
-    v4_short = struct.Struct(f"!{lead}xHBxH2xHxB2x8xHHI").unpack_from  # UDP without 12 more bytes
-    v4_need, v4_short_need = l3 + 40, l3 + 28
-    # IPv6: type, version/class byte, payload_len, next_header, (addresses), the same after.
-    v6 = struct.Struct(f"!{lead}xHB3xHBx32xHHIIHH2xH").unpack_from
-    v6_short = struct.Struct(f"!{lead}xHB3xHBx32xHHI").unpack_from
-    v6_need, v6_short_need = l3 + 60, l3 + 48
+    # IPv4: type, ver_ihl, total_len, flags_frag, proto, (addresses, ports), then the
+    # word after the ports: UDP's length and checksum, or TCP's sequence number.
+    v4 = struct.Struct(f"!{lead}xHBxH2xHxB2x12xI").unpack_from
+    # IPv6: type, version/class byte, payload_len, next_header, (addresses, ports), the word.
+    v6 = struct.Struct(f"!{lead}xHB3xHBx36xI").unpack_from
+    tcp_rest = struct.Struct("!IHH2xH").unpack_from  # ack, offset/flags, window, urgent
+    v4_need, v6_need = l3 + 28, l3 + 48
     ipv4_key, ipv6_key = slice(l3 + 12, l3 + 24), slice(l3 + 8, l3 + 44)
+    # Addresses, ports and UDP length: everything a UDP summary says.
+    udp4_key, udp6_key = slice(l3 + 12, l3 + 26), slice(l3 + 8, l3 + 46)
     prefixes4: dict[bytes, str] = {}
     prefixes6: dict[bytes, str] = {}
+    udp_texts: dict[bytes, str] = {}
     flag_words: dict[int, str] = {}
 
     def remember(cache: dict[bytes, str], key: bytes, proto: str, family: int, size: int) -> str:
@@ -60,8 +60,22 @@ def summarizer(linktype: int) -> Summarizer:
         prefix = cache[key] = f"{proto} {src}.{sport} > {dst}.{dport}: "
         return prefix
 
-    def tcp(data: bytes, l4: int, room: int, prefix: str, seq: int, ack: int, off_flags: int, win: int,
-            urp: int) -> str | None:  # fmt: skip
+    def prefix4(key: bytes) -> str:
+        return prefixes4.get(key) or remember(prefixes4, key, "IP", socket.AF_INET, 4)
+
+    def prefix6(key: bytes) -> str:
+        return prefixes6.get(key) or remember(prefixes6, key, "IP6", socket.AF_INET6, 16)
+
+    def udp(prefix: str, key: bytes, ulen: int) -> str:
+        if len(udp_texts) >= _MAX_FLOWS:
+            udp_texts.clear()
+        text = udp_texts[key] = f"{prefix}UDP, length {ulen - 8}"
+        return text
+
+    def tcp(data: bytes, l4: int, room: int, prefix: str, seq: int) -> str | None:
+        if room < 20 or len(data) < l4 + 20:
+            return None
+        ack, off_flags, win, urp = tcp_rest(data, l4 + 8)
         hlen = (off_flags >> 12) * 4
         if hlen < 20 or hlen > room:
             return None
@@ -69,57 +83,51 @@ def summarizer(linktype: int) -> Summarizer:
         flags = flag_words.get(off_flags & 0x1FF)
         if flags is None:
             flags = flag_words[off_flags & 0x1FF] = flag_text(off_flags)
-        if length:
-            text = f"{prefix}Flags [{flags}], seq {seq}:{seq + length}"
-        else:
-            text = f"{prefix}Flags [{flags}], seq {seq}"
-        if off_flags & ACK:
-            text += f", ack {ack}"
-        text += f", win {win}"
-        if off_flags & URG:
-            text += f", urg {urp}"
+        span = f"{seq}:{seq + length}" if length else seq
+        acked = f", ack {ack}" if off_flags & ACK else ""
+        urgent = f", urg {urp}" if off_flags & URG else ""
+        options = ""
         if hlen > 20:
-            options = parse_options(data[l4 + 20 : l4 + hlen])
-            if options:
-                text += f", options [{options_text(options)}]"
-        return f"{text}, length {length}"
+            parsed = parse_options(data[l4 + 20 : l4 + hlen])
+            if parsed:
+                options = f", options [{options_text(parsed)}]"
+        return f"{prefix}Flags [{flags}], seq {span}{acked}, win {win}{urgent}{options}, length {length}"
 
     def summarize(data: bytes, wirelen: int) -> str:
         n = len(data)
-        if n >= v4_short_need and data[lead] == 8 and data[lead + 1] == 0:
-            if n >= v4_need:
-                _t, vi, total, frag, proto, _sport, _dport, seq, ack, off_flags, win, urp = v4(data)
-            else:
-                _t, vi, total, frag, proto, _sport, _dport, seq = v4_short(data)
-                ack = off_flags = win = urp = -1
-            if vi == 0x45 and not frag & 0x3FFF and l3 + total <= n:
-                key = data[ipv4_key]
-                prefix = prefixes4.get(key) or remember(prefixes4, key, "IP", socket.AF_INET, 4)
-                if proto == 17:
-                    ulen = seq >> 16
-                    if 8 <= ulen <= total - 20:
-                        return f"{prefix}UDP, length {ulen - 8}"
-                elif proto == 6 and off_flags >= 0 and total >= 40:
-                    text = tcp(data, l3 + 20, total - 20, prefix, seq, ack, off_flags, win, urp)
-                    if text is not None:
-                        return text
-        elif n >= v6_short_need and data[lead] == 0x86 and data[lead + 1] == 0xDD:
-            if n >= v6_need:
-                _t, vtc, payload, proto, _sport, _dport, seq, ack, off_flags, win, urp = v6(data)
-            else:
-                _t, vtc, payload, proto, _sport, _dport, seq = v6_short(data)
-                ack = off_flags = win = urp = -1
-            if vtc >> 4 == 6 and l3 + 40 + payload <= n:
-                key = data[ipv6_key]
-                prefix = prefixes6.get(key) or remember(prefixes6, key, "IP6", socket.AF_INET6, 16)
-                if proto == 17:
-                    ulen = seq >> 16
-                    if 8 <= ulen <= payload:
-                        return f"{prefix}UDP, length {ulen - 8}"
-                elif proto == 6 and off_flags >= 0 and payload >= 20:
-                    text = tcp(data, l3 + 40, payload, prefix, seq, ack, off_flags, win, urp)
-                    if text is not None:
-                        return text
+        if n >= v4_need:
+            ethertype, vi, total, frag, proto, word = v4(data)
+            if ethertype == 0x0800:
+                if vi == 0x45 and not frag & 0x3FFF and l3 + total <= n:
+                    if proto == 17:
+                        ulen = word >> 16
+                        if 8 <= ulen <= total - 20:
+                            ukey = data[udp4_key]
+                            text = udp_texts.get(ukey)
+                            if text is None:
+                                text = udp(prefix4(data[ipv4_key]), ukey, ulen)
+                            return text
+                    elif proto == 6:
+                        key = data[ipv4_key]
+                        text = tcp(data, l3 + 20, total - 20, prefixes4.get(key) or prefix4(key), word)
+                        if text is not None:
+                            return text
+            elif ethertype == 0x86DD and n >= v6_need:
+                _t, vtc, payload, proto, word = v6(data)
+                if vtc >> 4 == 6 and l3 + 40 + payload <= n:
+                    if proto == 17:
+                        ulen = word >> 16
+                        if 8 <= ulen <= payload:
+                            ukey = data[udp6_key]
+                            text = udp_texts.get(ukey)
+                            if text is None:
+                                text = udp(prefix6(data[ipv6_key]), ukey, ulen)
+                            return text
+                    elif proto == 6:
+                        key = data[ipv6_key]
+                        text = tcp(data, l3 + 40, payload, prefixes6.get(key) or prefix6(key), word)
+                        if text is not None:
+                            return text
         return slow(data, wirelen)
 
     return summarize

@@ -12,7 +12,7 @@ import struct
 
 from sockscope.pcap.pcapfile import MAGIC_NS, MAGIC_US, PcapParser
 from sockscope.pcap.pcapng import SHB, PcapngParser
-from sockscope.pcap.records import Interface, InterfaceStats, PcapError, Record
+from sockscope.pcap.records import NS_PER_S, Interface, InterfaceStats, PcapError, Record
 
 _PCAP_MAGICS = {m.to_bytes(4, order) for m in (MAGIC_US, MAGIC_NS) for order in ("little", "big")}
 
@@ -27,7 +27,7 @@ class Decoder:
 
     def __init__(self, name: str = "<stream>", frames: bool = False) -> None:
         self.name = name
-        # frames=True: hand out plain (timestamp_ns, data, orig_len, interface_id,
+        # frames=True: hand out plain (sec, nsec, data, orig_len, interface_id,
         # direction) tuples instead of Records -- a third cheaper to make, for loops
         # over millions of packets.
         self.frames = frames
@@ -64,7 +64,10 @@ class Decoder:
             # the cost of reading).
             pos = self._parser.parse(bytes(buf), 0, self._base, out)
             if self.frames and isinstance(self._parser, PcapngParser):
-                out = [(r.timestamp_ns, r.data, r.orig_len, r.interface_id, r.direction) for r in out]  # type: ignore[misc]
+                out = [
+                    (*divmod(r.timestamp_ns, NS_PER_S), r.data, r.orig_len, r.interface_id, r.direction)  # type: ignore[misc]
+                    for r in out
+                ]
         except PcapError as e:
             self._error = e
             return out

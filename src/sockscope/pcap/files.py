@@ -33,8 +33,9 @@ _EPB_FLAGS = {0: b""} | {int(d): struct.pack("<HHIHH", 2, 4, int(d), 0, 0) for d
 READ_SIZE = 1 << 20
 
 Source = str | os.PathLike[str] | IO[bytes]
-# What Reader.frames() gives: timestamp_ns, data, orig_len, interface_id, direction.
-Frame = tuple[int, bytes, int, int, Direction | None]
+# What Reader.frames() gives: seconds, nanoseconds, data, orig_len, interface_id,
+# direction -- the leading fields in the order a live capture's frames have them.
+Frame = tuple[int, int, bytes, int, int, Direction | None]
 
 
 def _open(source: Source, mode: str) -> tuple[IO[bytes], str, bool]:
@@ -67,9 +68,9 @@ class Reader:
             yield from batch
 
     def frames(self) -> Iterator[list[Frame]]:
-        """The records as plain ``(timestamp_ns, data, orig_len, interface_id,
-        direction)`` tuples, a list per chunk: the cheapest form, for loops over
-        millions of packets. Use either this or iteration/``batches()``, once."""
+        """The records as plain ``(sec, nsec, data, orig_len, interface_id, direction)``
+        tuples, a list per chunk: the cheapest form, for loops over millions of
+        packets. Use either this or iteration/``batches()``, once."""
         self._decoder.frames = True
         yield from self.batches()  # type: ignore[misc]
 

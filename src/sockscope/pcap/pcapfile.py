@@ -82,7 +82,7 @@ class PcapParser:
                     break
                 packets += 1
                 if frames:
-                    out.append((sec * NS_PER_S + frac * frac_ns, buf[pos + 16 : end], orig, 0, None))  # type: ignore[arg-type]
+                    out.append((sec, frac * frac_ns, buf[pos + 16 : end], orig, 0, None))  # type: ignore[arg-type]
                 else:
                     out.append(Record(sec * NS_PER_S + frac * frac_ns, bytes(buf[pos + 16 : end]), orig))
                 pos = end
