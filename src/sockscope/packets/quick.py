@@ -87,10 +87,8 @@ def summarizer(linktype: int) -> Summarizer:
         acked = f", ack {ack}" if off_flags & ACK else ""
         urgent = f", urg {urp}" if off_flags & URG else ""
         options = ""
-        if hlen > 20:
-            parsed = parse_options(data[l4 + 20 : l4 + hlen])
-            if parsed:
-                options = f", options [{options_text(parsed)}]"
+        if hlen > 20:  # as the decoder: option bytes present, even if none parses
+            options = f", options [{options_text(parse_options(data[l4 + 20 : l4 + hlen]))}]"
         return f"{prefix}Flags [{flags}], seq {span}{acked}, win {win}{urgent}{options}, length {length}"
 
     def summarize(data: bytes, wirelen: int) -> str:
