@@ -120,3 +120,10 @@ def test_flow_keys_equal_the_decoder(sample: tuple[bytes, int], data: st.DataObj
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
     cut = bytes(raw[: data.draw(st.integers(0, len(raw)))])
     assert key(cut) == decoded_flow_key(cut, linktype)
+
+
+def test_quick_summary_on_options_that_parse_to_nothing() -> None:
+    # Found by the property test above: EOL-only option bytes still print "options []".
+    frame = stack(Ethernet.build(), IPv4.build(), TCP.build(options=b"\0\0\0\0"), payload=b"x")
+    assert summarizer(1)(frame, len(frame)) == decode(frame, 1).summary()
+    assert "options []" in decode(frame, 1).summary()
