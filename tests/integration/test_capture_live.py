@@ -468,3 +468,14 @@ def test_owners_name_the_receiving_process(pair: Pair, tmp_path: Path) -> None:
     bad = subprocess.run([SOCKSCOPE, "capture", "-N", pair.b.name, "-i", pair.if_b, "--owners", "-w",
                           str(tmp_path / "x.pcap")], capture_output=True, text=True, timeout=20)  # fmt: skip
     assert bad.returncode == 2 and "needs a pcapng file" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["count.pcap", "count.pcapng"])
+def test_cli_count_ends_with_a_complete_file(pair: Pair, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    proc = pair.capture_cli("-i", pair.if_b, "-c", "3", "-w", str(path), "udp port 5572")
+    pair.udp_from_a(5572, 5)
+    _out, err = _finish(proc, None)
+    assert proc.returncode == 0, err
+    td = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True)
+    assert td.returncode == 0 and len(td.stdout.splitlines()) == 3, td.stderr
