@@ -479,3 +479,9 @@ def test_cli_count_ends_with_a_complete_file(pair: Pair, tmp_path: Path, name: s
     assert proc.returncode == 0, err
     td = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True)
     assert td.returncode == 0 and len(td.stdout.splitlines()) == 3, td.stderr
+
+
+def test_send_without_cap_net_raw_says_so(tmp_path: Path) -> None:
+    code, err = run_as_nobody(["send", "-i", "lo", "/nonexistent.pcap"], preload=["sockscope.capture.inject"])
+    assert code == 1, err
+    assert err.strip() == "sockscope send: sending frames needs CAP_NET_RAW (run as root)"

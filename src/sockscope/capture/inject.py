@@ -35,7 +35,7 @@ class ReplayResult:
 
 def _sender(interface: str, netns: str | None) -> tuple[socket.socket, int]:
     with in_netns(resolve_netns(netns) if netns else None):
-        _index, hatype = link_info(interface)
+        _index, hatype = link_info(interface, "sending frames")
         return open_sender(interface), hatype
 
 

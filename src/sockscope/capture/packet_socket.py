@@ -64,15 +64,16 @@ class RingConfig:
         return self.block_size * self.block_nr
 
 
-def link_info(ifname: str) -> tuple[int, int]:
+def link_info(ifname: str, purpose: str = "capture") -> tuple[int, int]:
     """(ifindex, ARPHRD type) of ``ifname`` in the calling thread's namespace.
 
     A bind with protocol 0 resolves the name without receiving anything.
+    ``purpose`` names the job in the message when the capability is missing.
     """
     try:
         probe = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     except PermissionError as e:
-        raise PermissionNeeded("capture needs CAP_NET_RAW (run as root)") from e
+        raise PermissionNeeded(f"{purpose} needs CAP_NET_RAW (run as root)") from e
     with probe:
         try:
             probe.bind((ifname, 0))
