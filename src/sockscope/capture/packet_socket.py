@@ -160,29 +160,35 @@ class RingSocket:
         return self.sock.fileno()
 
     def ready_blocks(self) -> list[list[tpacket.Frame]]:
-        """Take every block the kernel has handed over, in order, and give them back."""
+        """Take the blocks the kernel has handed over, in order, and give them back."""
         out: list[list[tpacket.Frame]] = []
-        view, size, nr = self.view, self.ring.block_size, self.ring.block_nr
-        while True:
-            offset = self.block * size
-            if not tpacket.block_ready(view, offset):
-                return out
-            out.append(tpacket.block_frames(view, offset, self.cooked))
-            tpacket.release_block(view, offset)
-            self.block = (self.block + 1) % nr
+
+        def take(view: memoryview, offset: int) -> int:
+            frames = tpacket.block_frames(view, offset, self.cooked)
+            out.append(frames)
+            return len(frames)
+
+        self.consume_ready(take)
+        return out
 
     def consume_ready(self, handle: Callable[[memoryview, int], int]) -> int:
         """Hand each ready block (the ring and the block's offset) to ``handle``, which
-        returns its packet count, and give the block back; return the total."""
+        returns its packet count, and give the block back; return the total.
+
+        At most one ring's worth per call: under a flood the kernel refills blocks as
+        fast as they are given back, and the caller must still get to its stop flag,
+        its other rings and its output.
+        """
         total = 0
         view, size, nr = self.view, self.ring.block_size, self.ring.block_nr
-        while True:
+        for _ in range(nr):
             offset = self.block * size
             if not tpacket.block_ready(view, offset):
-                return total
+                break
             total += handle(view, offset)
             tpacket.release_block(view, offset)
             self.block = (self.block + 1) % nr
+        return total
 
     def statistics(self) -> tuple[int, int]:
         """(received, dropped) since the previous call; the kernel resets on each read."""
