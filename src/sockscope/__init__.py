@@ -6,6 +6,8 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     interfaces()      interface counters and addresses (rtnetlink)
     kill_sockets(...) destroy sockets (SOCK_DESTROY)
     watch(...)        socket events: new, state change, closed
+    ping(...)         ICMP echo (async: sockscope.probe.aping)
+    trace(...)        traceroute, UDP / ICMP / TCP probes (async: sockscope.probe.atrace)
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ _EXPORTS = {
     "watch": "sockscope.inventory.watch",
     "SocketEvent": "sockscope.inventory.watch",
     "parse_filter": "sockscope.inventory.filter",
+    "ping": "sockscope.probe.ping",
+    "trace": "sockscope.probe.trace",
+    "PingResult": "sockscope.probe.model",
+    "TraceResult": "sockscope.probe.model",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
 }
@@ -41,17 +47,21 @@ __all__ = [
     "NetlinkAddress",
     "Owner",
     "PacketAddress",
+    "PingResult",
     "Socket",
     "SocketEvent",
     "SockscopeError",
     "TcpInfo",
+    "TraceResult",
     "UnixAddress",
     "UsageError",
     "__version__",
     "interfaces",
     "kill_sockets",
     "parse_filter",
+    "ping",
     "sockets",
+    "trace",
     "watch",
 ]
 
@@ -72,6 +82,9 @@ if TYPE_CHECKING:
     )
     from sockscope.inventory.query import sockets
     from sockscope.inventory.watch import SocketEvent, watch
+    from sockscope.probe.model import PingResult, TraceResult
+    from sockscope.probe.ping import ping
+    from sockscope.probe.trace import trace
 
 
 def __getattr__(name: str) -> Any:

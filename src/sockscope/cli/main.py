@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ifaces": ("sockscope.cli.ifaces", "interface counters and addresses (netstat -i, ip -s link)"),
     "kill": ("sockscope.cli.kill", "destroy matching TCP/UDP sockets (ss -K)"),
     "watch": ("sockscope.cli.watch", "stream socket events: new, state change, closed"),
+    "ping": ("sockscope.cli.ping", "ICMP echo, IPv4 and IPv6 (ping)"),
+    "trace": ("sockscope.cli.trace", "the path to a host: UDP, ICMP or TCP probes (traceroute)"),
 }
 
 

@@ -1,0 +1,51 @@
+"""Probing with raw sockets: ping, trace, scan, over one engine (``engine.py``).
+
+Sync: ``ping()``, ``trace()``, ``scan()``; asyncio: ``aping()``, ``atrace()``,
+``ascan()``. Imported lazily so ``import sockscope.probe`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ping": "sockscope.probe.ping",
+    "aping": "sockscope.probe.ping",
+    "trace": "sockscope.probe.trace",
+    "atrace": "sockscope.probe.trace",
+    "PingResult": "sockscope.probe.model",
+    "PingReply": "sockscope.probe.model",
+    "PingError": "sockscope.probe.model",
+    "TraceResult": "sockscope.probe.model",
+    "TraceHop": "sockscope.probe.model",
+    "TraceProbe": "sockscope.probe.model",
+}
+
+__all__ = [
+    "PingError",
+    "PingReply",
+    "PingResult",
+    "TraceHop",
+    "TraceProbe",
+    "TraceResult",
+    "aping",
+    "atrace",
+    "ping",
+    "trace",
+]
+
+if TYPE_CHECKING:
+    from sockscope.probe.model import PingError, PingReply, PingResult, TraceHop, TraceProbe, TraceResult
+    from sockscope.probe.ping import aping, ping
+    from sockscope.probe.trace import atrace, trace
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'sockscope.probe' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
