@@ -7,6 +7,7 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     kill_sockets(...) destroy sockets (SOCK_DESTROY)
     watch(...)        socket events: new, state change, closed
     ping(...)         ICMP echo (async: sockscope.probe.aping)
+    scan(...)         port scan: TCP connect, SYN, UDP (async: sockscope.probe.ascan)
     trace(...)        traceroute, UDP / ICMP / TCP probes (async: sockscope.probe.atrace)
 """
 
@@ -34,6 +35,8 @@ _EXPORTS = {
     "parse_filter": "sockscope.inventory.filter",
     "ping": "sockscope.probe.ping",
     "trace": "sockscope.probe.trace",
+    "scan": "sockscope.probe.scan",
+    "ScanResult": "sockscope.probe.model",
     "PingResult": "sockscope.probe.model",
     "TraceResult": "sockscope.probe.model",
     "SockscopeError": "sockscope.errors",
@@ -48,6 +51,7 @@ __all__ = [
     "Owner",
     "PacketAddress",
     "PingResult",
+    "ScanResult",
     "Socket",
     "SocketEvent",
     "SockscopeError",
@@ -60,6 +64,7 @@ __all__ = [
     "kill_sockets",
     "parse_filter",
     "ping",
+    "scan",
     "sockets",
     "trace",
     "watch",
@@ -82,8 +87,9 @@ if TYPE_CHECKING:
     )
     from sockscope.inventory.query import sockets
     from sockscope.inventory.watch import SocketEvent, watch
-    from sockscope.probe.model import PingResult, TraceResult
+    from sockscope.probe.model import PingResult, ScanResult, TraceResult
     from sockscope.probe.ping import ping
+    from sockscope.probe.scan import scan
     from sockscope.probe.trace import trace
 
 

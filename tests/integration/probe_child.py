@@ -21,8 +21,10 @@ def preload() -> None:
 
     import sockscope.cli.main
     import sockscope.cli.ping
+    import sockscope.cli.scan
     import sockscope.cli.trace
     import sockscope.probe.ping
+    import sockscope.probe.scan
     import sockscope.probe.trace  # noqa: F401
 
 

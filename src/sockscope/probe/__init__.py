@@ -13,6 +13,11 @@ _EXPORTS = {
     "aping": "sockscope.probe.ping",
     "trace": "sockscope.probe.trace",
     "atrace": "sockscope.probe.trace",
+    "scan": "sockscope.probe.scan",
+    "ascan": "sockscope.probe.scan",
+    "parse_ports": "sockscope.probe.ports",
+    "ScanResult": "sockscope.probe.model",
+    "PortResult": "sockscope.probe.model",
     "PingResult": "sockscope.probe.model",
     "PingReply": "sockscope.probe.model",
     "PingError": "sockscope.probe.model",
@@ -25,18 +30,34 @@ __all__ = [
     "PingError",
     "PingReply",
     "PingResult",
+    "PortResult",
+    "ScanResult",
     "TraceHop",
     "TraceProbe",
     "TraceResult",
     "aping",
+    "ascan",
     "atrace",
+    "parse_ports",
     "ping",
+    "scan",
     "trace",
 ]
 
 if TYPE_CHECKING:
-    from sockscope.probe.model import PingError, PingReply, PingResult, TraceHop, TraceProbe, TraceResult
+    from sockscope.probe.model import (
+        PingError,
+        PingReply,
+        PingResult,
+        PortResult,
+        ScanResult,
+        TraceHop,
+        TraceProbe,
+        TraceResult,
+    )
     from sockscope.probe.ping import aping, ping
+    from sockscope.probe.ports import parse_ports
+    from sockscope.probe.scan import ascan, scan
     from sockscope.probe.trace import atrace, trace
 
 

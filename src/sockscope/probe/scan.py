@@ -1,0 +1,289 @@
+"""Port scans of one host: TCP connect (any user), TCP SYN half-open over raw
+sockets (as nmap -sS; the kernel answers the SYN-ACK with a RST itself, since no
+socket of ours owns the port), and UDP (ICMP port unreachable means closed).
+
+Rate-limited (``rate`` probes per second, retransmissions included) and
+unanswered probes are sent again ``retries`` times. For checking what your own
+hosts expose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Hashable
+
+from sockscope.errors import UsageError
+from sockscope.packets import ACK, RST, SYN, TCP
+from sockscope.probe import flows, rawio
+from sockscope.probe.common import is_port_unreachable, is_unreachable, sockaddr, unreach_reason
+from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received
+from sockscope.probe.matching import quoted_transport
+from sockscope.probe.model import PortResult, ScanResult
+from sockscope.probe.ports import parse_ports
+from sockscope.probe.resolve import check_positive, check_range, resolve, source_address
+
+METHODS = ("connect", "syn", "udp")
+MIN_WAIT = 0.1  # never give up on a probe sooner than this, whatever the RTTs seen
+_CONNECT_REASONS = {
+    errno.ECONNREFUSED: ("closed", "conn-refused"),
+    errno.EHOSTUNREACH: ("filtered", "host-unreach"),
+    errno.ENETUNREACH: ("filtered", "net-unreach"),
+    errno.EACCES: ("filtered", "admin-prohibited"),
+    errno.EPERM: ("filtered", "admin-prohibited"),
+}
+
+
+def scan(host: str, ports: str | list[int], **options: object) -> ScanResult:
+    """Scan ``ports`` of ``host``; see `ascan` for the options."""
+    return asyncio.run(ascan(host, ports, **options))  # type: ignore[arg-type]
+
+
+async def ascan(
+    host: str,
+    ports: str | list[int],
+    *,
+    method: str = "connect",
+    rate: float = 1000.0,
+    retries: int = 1,
+    timeout: float = 1.0,
+    max_inflight: int = 1024,
+    family: int | None = None,
+) -> ScanResult:
+    """``ports`` as a list or text (``"22,80,8000-8100"``). ``rate`` caps probes per
+    second (0: no cap); a probe unanswered after ``timeout`` s (less once RTTs are
+    known: 3x the largest, at least 0.1 s) is sent again up to ``retries`` times."""
+    if method not in METHODS:
+        raise UsageError(f"unknown scan method {method!r} (use {', '.join(METHODS)})")
+    port_list = parse_ports(ports) if isinstance(ports, str) else sorted(set(ports))
+    for port in port_list:
+        check_range("port", port, 1, 65535)
+    if not port_list:
+        raise UsageError("no ports to scan")
+    if rate < 0:
+        raise UsageError(f"rate must not be negative, got {rate}")
+    check_range("retries", retries, 0, 20)
+    check_positive("timeout", timeout)
+    check_range("probes in flight", max_inflight, 1, 65535)
+    fam, address = resolve(host, family)
+    result = ScanResult(host, address, method)
+    start = time.monotonic()
+    scanner = _Scanner(fam, address, method, rate, retries, timeout, max_inflight)
+    try:
+        found = await scanner.run(port_list, result)
+    finally:
+        result.elapsed_ms = (time.monotonic() - start) * 1000.0
+    result.ports = [found[p] for p in port_list]
+    return result
+
+
+class _Scanner:
+    def __init__(
+        self,
+        family: int,
+        address: str,
+        method: str,
+        rate: float,
+        retries: int,
+        timeout: float,
+        max_inflight: int,
+    ) -> None:
+        self.family, self.address, self.method = family, address, method
+        self.rate, self.retries, self.timeout, self.max_inflight = rate, retries, timeout, max_inflight
+        self.proto = "udp" if method == "udp" else "tcp"
+        self.sport = 0x8000 | (os.getpid() & 0x3FFF) | 0x4000
+        self.seq_base = (os.getpid() * 2654435761 + 0x5EED) & 0xFFFFFFFF
+        self.max_rtt = 0.0
+
+    async def run(self, ports: list[int], result: ScanResult) -> dict[int, PortResult]:
+        if self.method == "connect":
+            return await self._connect_all(ports, result)
+        engine = Engine(self.family, self._match)
+        try:
+            self._open(engine)
+            return await self._probe_all(engine, ports, result)
+        finally:
+            result.ignored, result.malformed = engine.ignored, engine.malformed
+            engine.close()
+
+    # -- pacing ---------------------------------------------------------------------
+
+    def _wait(self) -> float:
+        """How long an unanswered probe is worth waiting for, from the RTTs seen."""
+        if self.max_rtt == 0.0:
+            return self.timeout
+        return min(self.timeout, max(MIN_WAIT, 3 * self.max_rtt))
+
+    # -- SYN and UDP probes over the engine --------------------------------------------
+
+    def _open(self, engine: Engine) -> None:
+        kind = Kind.IP if self.family == socket.AF_INET else Kind.TRANSPORT6
+        icmp = socket.IPPROTO_ICMP if self.family == socket.AF_INET else socket.IPPROTO_ICMPV6
+        if self.method == "syn":
+            self.sock = engine.own(rawio.raw_sender(self.family))
+            engine.listen(rawio.raw_receiver(self.family, socket.IPPROTO_TCP), kind, socket.IPPROTO_TCP)
+            engine.listen(rawio.raw_receiver(self.family, icmp), kind, icmp)
+            self.source = source_address(self.family, self.address)
+        else:
+            self.sock = engine.listen(rawio.udp_with_errors(self.family), Kind.DATAGRAM, socket.IPPROTO_UDP)
+
+    def _send(self, engine: Engine, probe: Probe) -> None:
+        port: int = probe.info
+        if self.method == "udp":
+            engine.send(self.sock, probe, b"", sockaddr(self.family, self.address, port))
+            return
+        ip = flows.ip_header(self.family, self.source, self.address, 64, port, 0, 0)
+        wire = flows.tcp_syn(ip, self.sport, port, self.seq_base + port)
+        engine.send(
+            self.sock,
+            probe,
+            wire,
+            (self.address, 0) if self.family == socket.AF_INET else sockaddr(self.family, self.address),
+        )
+
+    async def _probe_all(self, engine: Engine, ports: list[int], result: ScanResult) -> dict[int, PortResult]:
+        found: dict[int, PortResult] = {}
+        fresh = deque(ports)
+        again: deque[Probe] = deque()  # unanswered, due to be sent again
+        inflight: dict[int, Probe] = {}
+        interval = 1.0 / self.rate if self.rate > 0 else 0.0
+        next_slot = time.monotonic()
+        while fresh or again or inflight:
+            now = time.monotonic()
+            while (
+                (fresh or again) and len(inflight) < self.max_inflight and (interval == 0 or next_slot <= now)
+            ):
+                probe = again.popleft() if again else Probe(fresh[0], fresh.popleft())
+                self._send(engine, probe)
+                result.probes_sent += 1
+                inflight[probe.info] = probe
+                next_slot = max(next_slot + interval, now - 0.05) if interval else now
+            wait = self._wait()
+            deadline = min((p.sent + wait for p in inflight.values()), default=now + wait)
+            if (fresh or again) and len(inflight) < self.max_inflight:
+                deadline = min(deadline, next_slot)
+            for probe in await engine.wait(deadline):
+                inflight.pop(probe.info, None)
+                assert probe.reply is not None
+                self.max_rtt = max(self.max_rtt, probe.reply.time - probe.sent)
+                found[probe.info] = self._verdict(probe.info, probe.reply)
+            now = time.monotonic()
+            wait = self._wait()
+            for port, probe in [(k, p) for k, p in inflight.items() if p.sent + wait <= now]:
+                del inflight[port]
+                engine.forget(probe)
+                if probe.tries <= self.retries:
+                    again.append(probe)
+                else:
+                    state = "open|filtered" if self.method == "udp" else "filtered"
+                    found[port] = PortResult(port, self.proto, state, "no-response")
+        return found
+
+    def _match(self, got: Received) -> Hashable | None:
+        if got.queued is not None:  # UDP socket error queue
+            q = got.queued
+            if q.origin == rawio.SO_EE_ORIGIN_LOCAL or q.destination[0].split("%")[0] != self.address:
+                return None
+            return q.destination[1]
+        if self.method == "udp":
+            return got.port if got.source.split("%")[0] == self.address and got.packet is None else None
+        icmp = got.icmp
+        if icmp is not None:
+            found = quoted_transport(icmp) if icmp.is_error else None
+            if found is None or found[0].dst_ip != self.address or len(found[1]) < 4:
+                return None
+            sport, dport = int.from_bytes(found[1][:2], "big"), int.from_bytes(found[1][2:4], "big")
+            return dport if sport == self.sport else None
+        tcp = got.packet.get(TCP) if got.packet is not None else None
+        if tcp is None:
+            return None
+        if tcp.sport == self.sport and tcp.flags == SYN:
+            return OWN  # our own SYN read back (scanning a local address)
+        if tcp.dport != self.sport or got.source != self.address:
+            return None
+        if tcp.ack != (self.seq_base + tcp.sport + 1) & 0xFFFFFFFF:
+            return None
+        return tcp.sport
+
+    def _verdict(self, port: int, got: Received) -> PortResult:
+        if got.queued is not None:
+            q = got.queued
+            if is_port_unreachable(self.family, q.icmp_type, q.icmp_code):
+                return PortResult(port, "udp", "closed", "port-unreach", q.offender)
+            reason = (
+                unreach_reason(self.family, q.icmp_code)
+                if is_unreachable(self.family, q.icmp_type)
+                else f"icmp-{q.icmp_type}-{q.icmp_code}"
+            )
+            return PortResult(port, "udp", "filtered", reason, q.offender)
+        if self.method == "udp":
+            return PortResult(port, "udp", "open", "udp-response")
+        icmp = got.icmp
+        if icmp is not None:
+            reason = (
+                unreach_reason(self.family, icmp.code)
+                if is_unreachable(self.family, icmp.type)
+                else f"icmp-{icmp.type}-{icmp.code}"
+            )
+            return PortResult(port, "tcp", "filtered", reason, got.source)
+        tcp = got.packet.get(TCP) if got.packet is not None else None
+        assert tcp is not None
+        if tcp.flags & RST:
+            return PortResult(port, "tcp", "closed", "reset")
+        if tcp.flags & (SYN | ACK) == SYN | ACK:
+            return PortResult(port, "tcp", "open", "syn-ack")
+        return PortResult(port, "tcp", "filtered", f"tcp-flags-{tcp.flag_string}")
+
+    # -- connect scan: the kernel does the handshake --------------------------------------
+
+    async def _connect_all(self, ports: list[int], result: ScanResult) -> dict[int, PortResult]:
+        found: dict[int, PortResult] = {}
+        limit = asyncio.Semaphore(self.max_inflight)
+        interval = 1.0 / self.rate if self.rate > 0 else 0.0
+        start = time.monotonic()
+        loop = asyncio.get_running_loop()
+
+        async def one(index: int, port: int) -> None:
+            async with limit:
+                for attempt in range(self.retries + 1):
+                    # Pace the starts: attempt k of the probe at index i goes after them all.
+                    slot = start + interval * (index + attempt * len(ports))
+                    delay = slot - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    result.probes_sent += 1
+                    verdict = await self._connect(loop, port)
+                    if verdict is not None:
+                        found[port] = verdict
+                        return
+                found[port] = PortResult(port, "tcp", "filtered", "no-response")
+
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(ports)))
+        return found
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, port: int) -> PortResult | None:
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")  # RST, no TIME_WAIT
+        sent = time.monotonic()
+        try:
+            await asyncio.wait_for(
+                loop.sock_connect(sock, sockaddr(self.family, self.address, port)), self._wait()
+            )
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            state, reason = _CONNECT_REASONS.get(exc.errno or 0, ("filtered", f"error-{exc.errno}"))
+            if state == "closed":
+                self.max_rtt = max(self.max_rtt, time.monotonic() - sent)
+            return PortResult(port, "tcp", state, reason)
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.max_rtt = max(self.max_rtt, time.monotonic() - sent)
+        return PortResult(port, "tcp", "open", "syn-ack")
