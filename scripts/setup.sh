@@ -3,11 +3,14 @@
 # in .venv with sockscope installed. Idempotent: a second run installs nothing.
 #   scripts/setup.sh          what `sockscope` needs
 #   scripts/setup.sh --test   plus what the test suite and benchmarks need
+#   scripts/setup.sh --bench  plus the probing anchors (traceroute, nmap, mtr; scapy in .venv only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
+want_bench=0
 [ "${1:-}" = "--test" ] && want_test=1
+[ "${1:-}" = "--bench" ] && want_test=1 && want_bench=1
 
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor).
 apt_pkgs=(python3 python3-venv iproute2)
@@ -16,6 +19,10 @@ if [ "$want_test" = 1 ]; then
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
     apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+fi
+if [ "$want_bench" = 1 ]; then
+    # bench/probe.py compares trace and scan with these (never needed by sockscope).
+    apt_pkgs+=(traceroute nmap mtr-tiny)
 fi
 
 missing=()
@@ -53,4 +60,8 @@ fi
 if [ ! -f .venv/.compiled ] || [ -n "$(find src -name "*.py" -newer .venv/.compiled -print -quit)" ]; then
     .venv/bin/python -m compileall -q src >/dev/null
     touch .venv/.compiled
+fi
+if [ "$want_bench" = 1 ] && ! .venv/bin/python -c "import scapy" 2>/dev/null; then
+    # scapy is a benchmark anchor only: into the venv, never a dependency of sockscope.
+    .venv/bin/python -m pip install -q --disable-pip-version-check scapy
 fi

@@ -174,3 +174,22 @@ def test_bad_input_is_one_line_and_status_2(net: probe_net.ProbeNet, args: list[
     assert proc.returncode == 2
     assert words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stdout == ""
+
+
+def test_without_count_ping_runs_until_ctrl_c_then_summarises(net: probe_net.ProbeNet) -> None:
+    import signal
+    import time
+
+    cmd = ["ip", "netns", "exec", net.left, sys.executable, "-m", "sockscope", "ping", "-i", "0.1"]
+    cmd.append(net.dest(True))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.6)
+        proc.send_signal(signal.SIGINT)  # ip netns exec passes it on to sockscope
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    sent = int(re.search(r"^(\d+) packets transmitted, (\d+) received", out, re.M).group(1))  # type: ignore[union-attr]
+    assert 3 <= sent <= 10 and f"{sent} received" in out
+    assert out.splitlines()[-1].startswith("rtt min/avg/max/mdev = ")

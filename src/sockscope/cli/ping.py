@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sockscope.probe.model import PingError, PingReply
-    from sockscope.probe.ping import aping
+    from sockscope.probe.ping import ping
 
     def show(event: PingReply | PingError) -> None:
         if isinstance(event, PingReply):
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
         )
         sys.stdout.flush()
 
-    import asyncio
-
-    coro = aping(
+    result = ping(
         args.host,
         count=args.count,
         interval=args.interval,
@@ -63,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
         on_reply=None if args.json else show,
         on_start=None if args.json else start,
     )
-    result = asyncio.run(coro)
     if args.json:
         output.write(json.dumps(result.to_dict(), indent=1) + "\n")
         return 0 if result.received else 1

@@ -75,10 +75,8 @@ def _waits(text: str) -> tuple[float, float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
     from sockscope.probe.model import TraceHop, TraceResult
-    from sockscope.probe.trace import atrace
+    from sockscope.probe.trace import trace
 
     wait, here, near = _waits(args.wait)
 
@@ -93,25 +91,23 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(format_hop(hop, args.verbose) + "\n")
         sys.stdout.flush()
 
-    result = asyncio.run(
-        atrace(
-            args.host,
-            method=args.method or "udp",
-            port=args.port,
-            queries=args.queries,
-            first_ttl=args.first,
-            max_ttl=args.max_hops,
-            wait=wait,
-            here=here,
-            near=near,
-            parallel=args.sim_queries,
-            packet_len=args.packet_len,
-            tos=args.tos,
-            family=args.family,
-            names=args.resolve,
-            on_hop=None if args.json else show,
-            on_start=None if args.json else start,
-        )
+    result = trace(
+        args.host,
+        method=args.method or "udp",
+        port=args.port,
+        queries=args.queries,
+        first_ttl=args.first,
+        max_ttl=args.max_hops,
+        wait=wait,
+        here=here,
+        near=near,
+        parallel=args.sim_queries,
+        packet_len=args.packet_len,
+        tos=args.tos,
+        family=args.family,
+        names=args.resolve,
+        on_hop=None if args.json else show,
+        on_start=None if args.json else start,
     )
     if args.json:
         output.write(json.dumps(result.to_dict(), indent=1) + "\n")

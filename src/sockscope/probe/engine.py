@@ -4,22 +4,26 @@ back on the receive sockets, match it to the probe it answers, count the rest.
 The engine knows sockets and timing; what a reply means is the caller's business:
 a ``matcher`` turns each received message into the key of the probe it answers
 (or None). Keys are whatever the prober chose to vary per probe (ICMP sequence,
-UDP checksum, TCP sequence, destination port...). Everything runs on the asyncio
-loop, so many probers can share one process without threads; the sync API wraps
-the async one with ``asyncio.run``.
+UDP checksum, TCP sequence, destination port...).
+
+A prober's logic is a generator (sans-IO): it sends through the engine, yields
+the time until which it is willing to wait, and is sent back the probes answered
+meanwhile. Two drivers run it: `drive` waits in ``select`` (the sync API, which
+never imports asyncio: start-up time matters for a traceroute), `adrive` on the
+asyncio loop (the async API: many probers in one process, no threads).
 """
 
 from __future__ import annotations
 
-import asyncio
+import select
 import socket
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sockscope.packets import ICMP, LINKTYPE_RAW, ICMPv6, IPv4, IPv6, Packet, decode, stack
+from sockscope.packets import ICMP, LINKTYPE_RAW, Header, ICMPv6, IPv4, IPv6, Packet, decode, stack
 from sockscope.probe import rawio
 
 
@@ -51,10 +55,17 @@ class Received:
     port: int = 0
 
     @property
-    def icmp(self) -> ICMP | ICMPv6 | None:
+    def transport(self) -> Header | None:
+        """The layer after the IP header (ICMP, TCP...), if any."""
         if self.packet is None:
             return None
-        return self.packet.get(ICMP) or self.packet.get(ICMPv6)
+        layers = self.packet.layers
+        return layers[1] if len(layers) > 1 else None
+
+    @property
+    def icmp(self) -> ICMP | ICMPv6 | None:
+        layer = self.transport
+        return layer if isinstance(layer, ICMP | ICMPv6) else None
 
 
 @dataclass(eq=False, slots=True)
@@ -73,6 +84,30 @@ class Probe:
         return None if self.reply is None else (self.reply.time - self.sent) * 1000.0
 
 
+# What a prober generator yields (a deadline) and is sent (the probes answered).
+Steps = Generator[float, list[Probe], None]
+
+
+def drive(engine: Engine, steps: Steps) -> None:
+    """Run a prober to the end, waiting in ``select`` (no event loop needed)."""
+    try:
+        deadline = next(steps)
+        while True:
+            deadline = steps.send(engine.poll(deadline))
+    except StopIteration:
+        return
+
+
+async def adrive(engine: Engine, steps: Steps) -> None:
+    """Run a prober to the end on the running asyncio loop."""
+    try:
+        deadline = next(steps)
+        while True:
+            deadline = steps.send(await engine.wait(deadline))
+    except StopIteration:
+        return
+
+
 @dataclass(eq=False)
 class Engine:
     family: int
@@ -81,17 +116,16 @@ class Engine:
     ignored: int = 0  # well-formed messages that answer none of our probes
     malformed: int = 0  # messages that do not parse or fail their checksum
     _sockets: list[socket.socket] = field(default_factory=list)
+    _readers: list[tuple[socket.socket, Kind, int]] = field(default_factory=list)
     _answered: list[Probe] = field(default_factory=list)
-    _event: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
+    _loop: Any = None  # the asyncio loop, once `wait` has been awaited
+    _event: Any = None  # an asyncio.Event set when a probe is answered
 
     def listen(self, sock: socket.socket, kind: Kind, proto: int = 0) -> socket.socket:
         """Read ``sock`` from now on (the engine closes it at the end)."""
         sock.setblocking(False)
         self._sockets.append(sock)
-        self._loop.add_reader(sock.fileno(), self._readable, sock, kind, proto)
+        self._readers.append((sock, kind, proto))
         return sock
 
     def own(self, sock: socket.socket) -> socket.socket:
@@ -119,8 +153,29 @@ class Engine:
     def forget(self, probe: Probe) -> None:
         self.pending.pop(probe.key, None)
 
+    def poll(self, deadline: float) -> list[Probe]:
+        """Probes answered since the last call; waits in ``select`` until one is or
+        ``deadline`` (time.monotonic) passes."""
+        while not self._answered:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            ready, _, _ = select.select([r[0] for r in self._readers], [], [], timeout)
+            for sock, kind, proto in self._readers:
+                if sock in ready:
+                    self._readable(sock, kind, proto)
+        answered, self._answered = self._answered, []
+        return answered
+
     async def wait(self, deadline: float) -> list[Probe]:
-        """Probes answered since the last call; waits until one is or ``deadline``."""
+        """`poll` for the asyncio loop: the sockets are read by loop callbacks."""
+        import asyncio
+
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+            for sock, kind, proto in self._readers:
+                self._loop.add_reader(sock.fileno(), self._readable, sock, kind, proto)
         if not self._answered:
             timeout = deadline - time.monotonic()
             if timeout > 0:
@@ -135,9 +190,11 @@ class Engine:
     def close(self) -> None:
         for sock in self._sockets:
             if sock.fileno() >= 0:
-                self._loop.remove_reader(sock.fileno())
+                if self._loop is not None and not self._loop.is_closed():
+                    self._loop.remove_reader(sock.fileno())
                 sock.close()
         self._sockets.clear()
+        self._readers.clear()
 
     # -- receiving ------------------------------------------------------------
 
@@ -174,16 +231,20 @@ class Engine:
             return
         probe.reply = got
         self._answered.append(probe)
-        self._event.set()
+        if self._event is not None:
+            self._event.set()
 
     def _read_raw(self, sock: socket.socket, kind: Kind, proto: int) -> Received | None:
+        if kind is Kind.IP:  # the header says it all: the cheapest read will do
+            pkt = decode(sock.recv(65535), LINKTYPE_RAW)
+            now = time.monotonic()
+            layers = pkt.layers
+            ip = layers[0] if layers else None
+            if isinstance(ip, IPv4):
+                return Received(ip.src_ip, now, ip.ttl, pkt)
+            return Received("", now, None, pkt)
         data, ancdata, _flags, addr = sock.recvmsg(65535, 256)
         now = time.monotonic()
-        if kind is Kind.IP:
-            pkt = decode(data, LINKTYPE_RAW)
-            ip = pkt.layers[0] if pkt.layers else None
-            source = ip.src_ip if isinstance(ip, IPv4) else str(addr[0])
-            return Received(source, now, ip.ttl if isinstance(ip, IPv4) else None, pkt)
         ttl = rawio.ttl_from(ancdata)
         return Received(str(addr[0]), now, ttl, self._wrap(str(addr[0]), ttl, proto, data))
 

@@ -64,3 +64,25 @@ def icmp_probe(ip: IPv4 | IPv6, ident: int, seq: int, checksum: int, size: int) 
 
 def tcp_syn(ip: IPv4 | IPv6, sport: int, dport: int, seq: int) -> bytes:
     return stack(ip, TCP.build(sport=sport, dport=dport, seq=seq & 0xFFFFFFFF, flags=SYN, window=64240))
+
+
+class SynTemplate:
+    """SYN segments that differ only in destination port and sequence number: built
+    once with the packet builders, then patched per probe, the TCP checksum updated
+    arithmetically (RFC 1624) instead of summed again. A port scan sends 65,535."""
+
+    def __init__(self, ip: IPv4 | IPv6, sport: int) -> None:
+        wire = stack(ip, TCP.build(sport=sport, dport=0, seq=0, flags=SYN, window=64240))
+        self._wire = wire
+        self._tcp = len(wire) - TCP_HEADER
+        (checksum,) = struct.unpack_from("!H", wire, self._tcp + 16)
+        self._sum = ~checksum & 0xFFFF  # one's-complement sum with port and sequence zero
+
+    def packet(self, dport: int, seq: int) -> bytes:
+        s = self._sum + dport + (seq >> 16) + (seq & 0xFFFF)
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        buf = bytearray(self._wire)
+        struct.pack_into("!HI", buf, self._tcp + 2, dport, seq)
+        struct.pack_into("!H", buf, self._tcp + 16, ~s & 0xFFFF)
+        return bytes(buf)

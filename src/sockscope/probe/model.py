@@ -187,7 +187,8 @@ class ScanResult:
     host: str
     address: str
     method: str  # "connect", "syn", "udp"
-    ports: list[PortResult] = field(default_factory=list)
+    # Not in repr: 65,535 of them would make every repr (asyncio takes some) slow.
+    ports: list[PortResult] = field(default_factory=list, repr=False)
     probes_sent: int = 0
     ignored: int = 0
     malformed: int = 0

@@ -7,7 +7,6 @@ when raw sockets are not allowed.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import time
@@ -17,7 +16,7 @@ from sockscope.errors import PermissionNeeded, UsageError
 from sockscope.packets import ICMP, ICMPv6, IPv4, IPv6, stack
 from sockscope.probe import rawio
 from sockscope.probe.common import icmp_text, sockaddr
-from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received
+from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, Steps, adrive, drive
 from sockscope.probe.model import PingError, PingReply, PingResult
 from sockscope.probe.resolve import check_positive, check_range, resolve, source_address
 
@@ -52,20 +51,21 @@ def ping(
     ttl: int = 64,
     family: int | None = None,
     on_reply: Callable[[PingEvent], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> PingResult:
-    """Send ``count`` echo requests ``interval`` s apart; wait up to ``timeout`` s for each reply."""
-    return asyncio.run(
-        aping(
-            host,
-            count=count,
-            interval=interval,
-            timeout=timeout,
-            size=size,
-            ttl=ttl,
-            family=family,
-            on_reply=on_reply,
-        )
-    )
+    """Send ``count`` echo requests ``interval`` s apart; wait up to ``timeout`` s
+    for each reply. ``count=None`` pings until Ctrl-C (KeyboardInterrupt) and then
+    returns what it has, as ping does. ``on_start`` gets the address once the
+    arguments are checked, ``on_reply`` each reply or error as it comes."""
+    result, pinger, steps = _start(host, count, interval, timeout, size, ttl, family, on_reply, on_start)
+    try:
+        drive(pinger.engine, steps)
+    except KeyboardInterrupt:
+        if count is not None:
+            raise
+    finally:
+        _finish(result, pinger, steps)
+    return result
 
 
 async def aping(
@@ -80,9 +80,32 @@ async def aping(
     on_reply: Callable[[PingEvent], None] | None = None,
     on_start: Callable[[str], None] | None = None,
 ) -> PingResult:
-    """The asyncio form of `ping`. ``count=None`` pings until the task is cancelled
-    and then returns what it has (as ping does on Ctrl-C). ``on_start`` gets the
-    address once the arguments are checked, ``on_reply`` each reply or error."""
+    """The asyncio form of `ping`; with ``count=None`` it runs until the task is
+    cancelled and then returns what it has."""
+    import asyncio
+
+    result, pinger, steps = _start(host, count, interval, timeout, size, ttl, family, on_reply, on_start)
+    try:
+        await adrive(pinger.engine, steps)
+    except asyncio.CancelledError:
+        if count is not None:
+            raise
+    finally:
+        _finish(result, pinger, steps)
+    return result
+
+
+def _start(
+    host: str,
+    count: int | None,
+    interval: float,
+    timeout: float,
+    size: int,
+    ttl: int,
+    family: int | None,
+    on_reply: Callable[[PingEvent], None] | None,
+    on_start: Callable[[str], None] | None,
+) -> tuple[PingResult, _Pinger, Steps]:
     if count is not None:
         check_range("count", count, 1, 1 << 31)
     check_positive("interval", interval)
@@ -94,15 +117,13 @@ async def aping(
     pinger = _Pinger(fam, address, size, ttl)
     if on_start is not None:
         on_start(address)
-    try:
-        await pinger.run(result, count, interval, timeout, on_reply)
-    except asyncio.CancelledError:
-        if count is not None:
-            raise
-    finally:
-        result.ignored, result.malformed = pinger.engine.ignored, pinger.engine.malformed
-        pinger.engine.close()
-    return result
+    return result, pinger, pinger.steps(result, count, interval, timeout, on_reply)
+
+
+def _finish(result: PingResult, pinger: _Pinger, steps: Steps) -> None:
+    steps.close()  # runs the prober's own clean-up (elapsed time) if it was cut short
+    result.ignored, result.malformed = pinger.engine.ignored, pinger.engine.malformed
+    pinger.engine.close()
 
 
 class _Pinger:
@@ -174,14 +195,14 @@ class _Pinger:
             return inner.seq
         return None
 
-    async def run(
+    def steps(
         self,
         result: PingResult,
         count: int | None,
         interval: float,
         timeout: float,
         on_reply: Callable[[PingEvent], None] | None,
-    ) -> None:
+    ) -> Steps:
         engine = self.engine
         result.unprivileged = self.unprivileged
         start = next_send = time.monotonic()
@@ -199,12 +220,16 @@ class _Pinger:
                     inflight.append(probe)
                     next_send += interval
                     more = count is None or seq < count
-                for probe in await engine.wait(
-                    min([p.sent + timeout for p in inflight] + ([next_send] if more else [now + timeout]))
-                ):
+                answered = yield min(
+                    [p.sent + timeout for p in inflight] + ([next_send] if more else [now + timeout])
+                )
+                for probe in answered:
                     inflight.remove(probe)
                     event = self._event(probe)
-                    (result.replies if isinstance(event, PingReply) else result.errors).append(event)  # type: ignore[arg-type]
+                    if isinstance(event, PingReply):
+                        result.replies.append(event)
+                    else:
+                        result.errors.append(event)
                     if on_reply is not None:
                         on_reply(event)
                 now = time.monotonic()

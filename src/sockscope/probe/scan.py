@@ -9,7 +9,6 @@ hosts expose.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -17,12 +16,16 @@ import socket
 import time
 from collections import deque
 from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from sockscope.errors import UsageError
-from sockscope.packets import ACK, RST, SYN, TCP
+from sockscope.packets import ACK, ICMP, RST, SYN, TCP, ICMPv6
 from sockscope.probe import flows, rawio
 from sockscope.probe.common import is_port_unreachable, is_unreachable, sockaddr, unreach_reason
-from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received
+from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, Steps, adrive, drive
 from sockscope.probe.matching import quoted_transport
 from sockscope.probe.model import PortResult, ScanResult
 from sockscope.probe.ports import parse_ports
@@ -39,12 +42,57 @@ _CONNECT_REASONS = {
 }
 
 
-def scan(host: str, ports: str | list[int], **options: object) -> ScanResult:
-    """Scan ``ports`` of ``host``; see `ascan` for the options."""
-    return asyncio.run(ascan(host, ports, **options))  # type: ignore[arg-type]
+def scan(host: str, ports: str | list[int], **options: Any) -> ScanResult:
+    """Scan ``ports`` of ``host``; the options are those of `prepare`."""
+    result, scanner, port_list = prepare(host, ports, **options)
+    if scanner.method == "connect":  # the kernel's connect(): only asyncio runs many at once
+        import asyncio
+
+        return asyncio.run(_connect_scan(result, scanner, port_list))
+    engine = Engine(scanner.family, scanner.match)
+    steps = scanner.steps(engine, port_list, result)
+    try:
+        scanner.open(engine)
+        drive(engine, steps)
+    finally:
+        _finish(result, scanner, engine, steps, port_list)
+    return result
 
 
-async def ascan(
+async def ascan(host: str, ports: str | list[int], **options: Any) -> ScanResult:
+    """`scan` for asyncio programs."""
+    result, scanner, port_list = prepare(host, ports, **options)
+    if scanner.method == "connect":
+        return await _connect_scan(result, scanner, port_list)
+    engine = Engine(scanner.family, scanner.match)
+    steps = scanner.steps(engine, port_list, result)
+    try:
+        scanner.open(engine)
+        await adrive(engine, steps)
+    finally:
+        _finish(result, scanner, engine, steps, port_list)
+    return result
+
+
+async def _connect_scan(result: ScanResult, scanner: _Scanner, port_list: list[int]) -> ScanResult:
+    found = await scanner.connect_all(port_list, result)
+    result.elapsed_ms = (time.monotonic() - scanner.start) * 1000.0
+    result.ports = [found[p] for p in port_list]
+    return result
+
+
+def _finish(
+    result: ScanResult, scanner: _Scanner, engine: Engine, steps: Steps, port_list: list[int]
+) -> None:
+    steps.close()
+    result.ignored, result.malformed = engine.ignored, engine.malformed
+    engine.close()
+    result.elapsed_ms = (time.monotonic() - scanner.start) * 1000.0
+    if len(scanner.found) == len(port_list):
+        result.ports = [scanner.found[p] for p in port_list]
+
+
+def prepare(
     host: str,
     ports: str | list[int],
     *,
@@ -54,10 +102,11 @@ async def ascan(
     timeout: float = 1.0,
     max_inflight: int = 1024,
     family: int | None = None,
-) -> ScanResult:
-    """``ports`` as a list or text (``"22,80,8000-8100"``). ``rate`` caps probes per
-    second (0: no cap); a probe unanswered after ``timeout`` s (less once RTTs are
-    known: 3x the largest, at least 0.1 s) is sent again up to ``retries`` times."""
+) -> tuple[ScanResult, _Scanner, list[int]]:
+    """Check the options of a scan. ``ports`` as a list or text (``"22,80,8000-8100"``).
+    ``method``: connect, syn or udp. ``rate`` caps probes per second (0: no cap); a
+    probe unanswered after ``timeout`` s (less once RTTs are known: the smoothed RTT
+    plus 4 deviations, at least 0.1 s) is sent again up to ``retries`` times."""
     if method not in METHODS:
         raise UsageError(f"unknown scan method {method!r} (use {', '.join(METHODS)})")
     port_list = parse_ports(ports) if isinstance(ports, str) else sorted(set(ports))
@@ -71,15 +120,11 @@ async def ascan(
     check_positive("timeout", timeout)
     check_range("probes in flight", max_inflight, 1, 65535)
     fam, address = resolve(host, family)
-    result = ScanResult(host, address, method)
-    start = time.monotonic()
-    scanner = _Scanner(fam, address, method, rate, retries, timeout, max_inflight)
-    try:
-        found = await scanner.run(port_list, result)
-    finally:
-        result.elapsed_ms = (time.monotonic() - start) * 1000.0
-    result.ports = [found[p] for p in port_list]
-    return result
+    return (
+        ScanResult(host, address, method),
+        _Scanner(fam, address, method, rate, retries, timeout, max_inflight),
+        port_list,
+    )
 
 
 class _Scanner:
@@ -98,37 +143,39 @@ class _Scanner:
         self.proto = "udp" if method == "udp" else "tcp"
         self.sport = 0x8000 | (os.getpid() & 0x3FFF) | 0x4000
         self.seq_base = (os.getpid() * 2654435761 + 0x5EED) & 0xFFFFFFFF
-        self.max_rtt = 0.0
-
-    async def run(self, ports: list[int], result: ScanResult) -> dict[int, PortResult]:
-        if self.method == "connect":
-            return await self._connect_all(ports, result)
-        engine = Engine(self.family, self._match)
-        try:
-            self._open(engine)
-            return await self._probe_all(engine, ports, result)
-        finally:
-            result.ignored, result.malformed = engine.ignored, engine.malformed
-            engine.close()
+        self.srtt: float | None = None  # smoothed RTT and its variation (RFC 6298), as nmap keeps
+        self.rttvar = 0.0
+        self.found: dict[int, PortResult] = {}
+        self.start = time.monotonic()
 
     # -- pacing ---------------------------------------------------------------------
 
     def _wait(self) -> float:
         """How long an unanswered probe is worth waiting for, from the RTTs seen."""
-        if self.max_rtt == 0.0:
+        if self.srtt is None:
             return self.timeout
-        return min(self.timeout, max(MIN_WAIT, 3 * self.max_rtt))
+        return min(self.timeout, max(MIN_WAIT, self.srtt + 4 * self.rttvar))
+
+    def _measured(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
 
     # -- SYN and UDP probes over the engine --------------------------------------------
 
-    def _open(self, engine: Engine) -> None:
+    def open(self, engine: Engine) -> None:
         kind = Kind.IP if self.family == socket.AF_INET else Kind.TRANSPORT6
         icmp = socket.IPPROTO_ICMP if self.family == socket.AF_INET else socket.IPPROTO_ICMPV6
         if self.method == "syn":
             self.sock = engine.own(rawio.raw_sender(self.family))
             engine.listen(rawio.raw_receiver(self.family, socket.IPPROTO_TCP), kind, socket.IPPROTO_TCP)
             engine.listen(rawio.raw_receiver(self.family, icmp), kind, icmp)
-            self.source = source_address(self.family, self.address)
+            source = source_address(self.family, self.address)
+            ip = flows.ip_header(self.family, source, self.address, 64, 0, 0, 0)
+            self.syn = flows.SynTemplate(ip, self.sport)
+            self.dest = sockaddr(self.family, self.address)
         else:
             self.sock = engine.listen(rawio.udp_with_errors(self.family), Kind.DATAGRAM, socket.IPPROTO_UDP)
 
@@ -137,17 +184,11 @@ class _Scanner:
         if self.method == "udp":
             engine.send(self.sock, probe, b"", sockaddr(self.family, self.address, port))
             return
-        ip = flows.ip_header(self.family, self.source, self.address, 64, port, 0, 0)
-        wire = flows.tcp_syn(ip, self.sport, port, self.seq_base + port)
-        engine.send(
-            self.sock,
-            probe,
-            wire,
-            (self.address, 0) if self.family == socket.AF_INET else sockaddr(self.family, self.address),
-        )
+        wire = self.syn.packet(port, (self.seq_base + port) & 0xFFFFFFFF)
+        engine.send(self.sock, probe, wire, self.dest)
 
-    async def _probe_all(self, engine: Engine, ports: list[int], result: ScanResult) -> dict[int, PortResult]:
-        found: dict[int, PortResult] = {}
+    def steps(self, engine: Engine, ports: list[int], result: ScanResult) -> Steps:
+        found = self.found
         fresh = deque(ports)
         again: deque[Probe] = deque()  # unanswered, due to be sent again
         inflight: dict[int, Probe] = {}
@@ -167,10 +208,11 @@ class _Scanner:
             deadline = min((p.sent + wait for p in inflight.values()), default=now + wait)
             if (fresh or again) and len(inflight) < self.max_inflight:
                 deadline = min(deadline, next_slot)
-            for probe in await engine.wait(deadline):
+            answered = yield deadline
+            for probe in answered:
                 inflight.pop(probe.info, None)
                 assert probe.reply is not None
-                self.max_rtt = max(self.max_rtt, probe.reply.time - probe.sent)
+                self._measured(probe.reply.time - probe.sent)
                 found[probe.info] = self._verdict(probe.info, probe.reply)
             now = time.monotonic()
             wait = self._wait()
@@ -182,9 +224,8 @@ class _Scanner:
                 else:
                     state = "open|filtered" if self.method == "udp" else "filtered"
                     found[port] = PortResult(port, self.proto, state, "no-response")
-        return found
 
-    def _match(self, got: Received) -> Hashable | None:
+    def match(self, got: Received) -> Hashable | None:
         if got.queued is not None:  # UDP socket error queue
             q = got.queued
             if q.origin == rawio.SO_EE_ORIGIN_LOCAL or q.destination[0].split("%")[0] != self.address:
@@ -192,15 +233,14 @@ class _Scanner:
             return q.destination[1]
         if self.method == "udp":
             return got.port if got.source.split("%")[0] == self.address and got.packet is None else None
-        icmp = got.icmp
-        if icmp is not None:
-            found = quoted_transport(icmp) if icmp.is_error else None
+        tcp = got.transport
+        if isinstance(tcp, ICMP | ICMPv6):
+            found = quoted_transport(tcp) if tcp.is_error else None
             if found is None or found[0].dst_ip != self.address or len(found[1]) < 4:
                 return None
             sport, dport = int.from_bytes(found[1][:2], "big"), int.from_bytes(found[1][2:4], "big")
             return dport if sport == self.sport else None
-        tcp = got.packet.get(TCP) if got.packet is not None else None
-        if tcp is None:
+        if not isinstance(tcp, TCP):
             return None
         if tcp.sport == self.sport and tcp.flags == SYN:
             return OWN  # our own SYN read back (scanning a local address)
@@ -223,16 +263,15 @@ class _Scanner:
             return PortResult(port, "udp", "filtered", reason, q.offender)
         if self.method == "udp":
             return PortResult(port, "udp", "open", "udp-response")
-        icmp = got.icmp
-        if icmp is not None:
+        tcp = got.transport
+        if isinstance(tcp, ICMP | ICMPv6):
             reason = (
-                unreach_reason(self.family, icmp.code)
-                if is_unreachable(self.family, icmp.type)
-                else f"icmp-{icmp.type}-{icmp.code}"
+                unreach_reason(self.family, tcp.code)
+                if is_unreachable(self.family, tcp.type)
+                else f"icmp-{tcp.type}-{tcp.code}"
             )
             return PortResult(port, "tcp", "filtered", reason, got.source)
-        tcp = got.packet.get(TCP) if got.packet is not None else None
-        assert tcp is not None
+        assert isinstance(tcp, TCP)
         if tcp.flags & RST:
             return PortResult(port, "tcp", "closed", "reset")
         if tcp.flags & (SYN | ACK) == SYN | ACK:
@@ -241,7 +280,9 @@ class _Scanner:
 
     # -- connect scan: the kernel does the handshake --------------------------------------
 
-    async def _connect_all(self, ports: list[int], result: ScanResult) -> dict[int, PortResult]:
+    async def connect_all(self, ports: list[int], result: ScanResult) -> dict[int, PortResult]:
+        import asyncio
+
         found: dict[int, PortResult] = {}
         limit = asyncio.Semaphore(self.max_inflight)
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
@@ -267,6 +308,8 @@ class _Scanner:
         return found
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, port: int) -> PortResult | None:
+        import asyncio
+
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")  # RST, no TIME_WAIT
@@ -280,10 +323,10 @@ class _Scanner:
         except OSError as exc:
             state, reason = _CONNECT_REASONS.get(exc.errno or 0, ("filtered", f"error-{exc.errno}"))
             if state == "closed":
-                self.max_rtt = max(self.max_rtt, time.monotonic() - sent)
+                self._measured(time.monotonic() - sent)
             return PortResult(port, "tcp", state, reason)
         finally:
             with contextlib.suppress(OSError):
                 sock.close()
-        self.max_rtt = max(self.max_rtt, time.monotonic() - sent)
+        self._measured(time.monotonic() - sent)
         return PortResult(port, "tcp", "open", "syn-ack")

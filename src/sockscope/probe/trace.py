@@ -9,16 +9,16 @@ ordinary socket and the ICMP errors are read from its error queue (tracepath).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sockscope.errors import PermissionNeeded, UsageError
 from sockscope.probe import flows, rawio
 from sockscope.probe.common import sockaddr
-from sockscope.probe.engine import Engine, Kind, Probe
+from sockscope.probe.engine import Engine, Kind, Probe, Steps, adrive, drive
 from sockscope.probe.matching import TraceMatcher, describe
 from sockscope.probe.model import TraceHop, TraceProbe, TraceResult
 from sockscope.probe.ping import check_size
@@ -30,12 +30,33 @@ HEADER = {"udp": flows.UDP_HEADER, "icmp": flows.ICMP_HEADER, "tcp": flows.TCP_H
 WAIT_PRECISION = 0.001  # added to an RTT before scaling it, as traceroute does
 
 
-def trace(host: str, **options: object) -> TraceResult:
-    """Trace the path to ``host``; see `atrace` for the options."""
-    return asyncio.run(atrace(host, **options))  # type: ignore[arg-type]
+def trace(host: str, **options: Any) -> TraceResult:
+    """Trace the path to ``host``; the options are those of `prepare`."""
+    result, tracer, steps = prepare(host, **options)
+    try:
+        drive(tracer.engine, steps)
+    finally:
+        _finish(result, tracer, steps)
+    return result
 
 
-async def atrace(
+async def atrace(host: str, **options: Any) -> TraceResult:
+    """`trace` for asyncio programs: many traces can run at once, no threads."""
+    result, tracer, steps = prepare(host, **options)
+    try:
+        await adrive(tracer.engine, steps)
+    finally:
+        _finish(result, tracer, steps)
+    return result
+
+
+def _finish(result: TraceResult, tracer: _Tracer, steps: Steps) -> None:
+    steps.close()
+    result.ignored, result.malformed = tracer.engine.ignored, tracer.engine.malformed
+    tracer.engine.close()
+
+
+def prepare(
     host: str,
     *,
     method: str = "udp",
@@ -53,11 +74,12 @@ async def atrace(
     names: bool = False,
     on_hop: Callable[[TraceHop], None] | None = None,
     on_start: Callable[[TraceResult], None] | None = None,
-) -> TraceResult:
-    """Probe TTLs ``first_ttl``..``max_ttl`` with ``queries`` probes each, at most
-    ``parallel`` in flight. A probe is given up after ``wait`` s, or ``here`` times the
-    RTT of an answer from its hop, or ``near`` times that of a later hop (0 disables
-    either). ``on_hop`` gets each hop, in order, as soon as it is complete."""
+) -> tuple[TraceResult, _Tracer, Steps]:
+    """Check the options and open the sockets of a trace. It will probe TTLs
+    ``first_ttl``..``max_ttl`` with ``queries`` probes each, at most ``parallel`` in
+    flight. A probe is given up after ``wait`` s, or ``here`` times the RTT of an
+    answer from its hop, or ``near`` times that of a later hop (0 disables either).
+    ``on_hop`` gets each hop, in order, as soon as it is complete."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r} (use {', '.join(METHODS)})")
     check_range("first TTL", first_ttl, 1, 255)
@@ -83,12 +105,11 @@ async def atrace(
     result.unprivileged = tracer.unprivileged
     if on_start is not None:
         on_start(result)
-    try:
-        await tracer.run(result, queries, first_ttl, max_ttl, (wait, here, near), parallel, on_hop, names)
-    finally:
-        result.ignored, result.malformed = tracer.engine.ignored, tracer.engine.malformed
-        tracer.engine.close()
-    return result
+    return (
+        result,
+        tracer,
+        tracer.steps(result, queries, first_ttl, max_ttl, (wait, here, near), parallel, on_hop, names),
+    )
 
 
 class _Tracer:
@@ -152,7 +173,7 @@ class _Tracer:
             wire = flows.tcp_syn(ip, self.sport, self.port or 0, self.seq_base + key)
         self.engine.send(self.sock, probe, wire, self.dest)
 
-    async def run(
+    def steps(
         self,
         result: TraceResult,
         queries: int,
@@ -162,7 +183,7 @@ class _Tracer:
         parallel: int,
         on_hop: Callable[[TraceHop], None] | None,
         names: bool,
-    ) -> None:
+    ) -> Steps:
         wait, here, near = waits
         start = time.monotonic()
         probes = [
@@ -199,11 +220,13 @@ class _Tracer:
                     inflight.add(next_unsent)
                     next_unsent += 1
                 deadline = min((probes[i].sent + timeout_of(i) for i in inflight), default=time.monotonic())
-                for probe in await self.engine.wait(deadline):
-                    i = probe.key - 1  # type: ignore[operator]
+                answered = yield deadline
+                for probe in answered:
+                    assert isinstance(probe.key, int) and probe.reply is not None
+                    i = probe.key - 1
                     inflight.discard(i)
                     done[i] = True
-                    if self.matcher.is_final(probe.reply):  # type: ignore[arg-type]
+                    if self.matcher.is_final(probe.reply):
                         end = min(end, (i // queries + 1) * queries)
                 now = time.monotonic()
                 for i in [i for i in inflight if probes[i].sent + timeout_of(i) <= now or i >= end]:
