@@ -53,14 +53,17 @@ class Received:
     queued: rawio.QueuedError | None = None
     data: bytes = b""
     port: int = 0
+    _transport: Header | bool | None = False  # False: not looked up yet
 
     @property
     def transport(self) -> Header | None:
         """The layer after the IP header (ICMP, TCP...), if any."""
-        if self.packet is None:
-            return None
-        layers = self.packet.layers
-        return layers[1] if len(layers) > 1 else None
+        layer = self._transport
+        if layer is False:
+            layers = self.packet.layers if self.packet is not None else ()
+            layer = self._transport = layers[1] if len(layers) > 1 else None
+        assert layer is not True
+        return layer
 
     @property
     def icmp(self) -> ICMP | ICMPv6 | None:

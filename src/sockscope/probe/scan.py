@@ -191,6 +191,7 @@ class _Scanner:
         found = self.found
         fresh = deque(ports)
         again: deque[Probe] = deque()  # unanswered, due to be sent again
+        # In send order, so the first entry is always the next to time out (all wait alike).
         inflight: dict[int, Probe] = {}
         interval = 1.0 / self.rate if self.rate > 0 else 0.0
         next_slot = time.monotonic()
@@ -205,7 +206,8 @@ class _Scanner:
                 inflight[probe.info] = probe
                 next_slot = max(next_slot + interval, now - 0.05) if interval else now
             wait = self._wait()
-            deadline = min((p.sent + wait for p in inflight.values()), default=now + wait)
+            oldest = next(iter(inflight.values()), None)
+            deadline = now + wait if oldest is None else oldest.sent + wait
             if (fresh or again) and len(inflight) < self.max_inflight:
                 deadline = min(deadline, next_slot)
             answered = yield deadline
@@ -216,7 +218,10 @@ class _Scanner:
                 found[probe.info] = self._verdict(probe.info, probe.reply)
             now = time.monotonic()
             wait = self._wait()
-            for port, probe in [(k, p) for k, p in inflight.items() if p.sent + wait <= now]:
+            while inflight:
+                port, probe = next(iter(inflight.items()))
+                if probe.sent + wait > now:
+                    break
                 del inflight[port]
                 engine.forget(probe)
                 if probe.tries <= self.retries:
