@@ -193,3 +193,36 @@ def test_without_count_ping_runs_until_ctrl_c_then_summarises(net: probe_net.Pro
     sent = int(re.search(r"^(\d+) packets transmitted, (\d+) received", out, re.M).group(1))  # type: ignore[union-attr]
     assert 3 <= sent <= 10 and f"{sent} received" in out
     assert out.splitlines()[-1].startswith("rtt min/avg/max/mdev = ")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_crafted_packets_go_out_as_built(net: probe_net.ProbeNet, v6: bool) -> None:
+    # A UDP datagram built field by field reaches right's service, which answers the
+    # socket bound to the source port we chose; one with TTL 1 gets r1's time exceeded.
+    def exchange() -> list[Any]:
+        import socket
+
+        from sockscope.packets import UDP, IPv4, IPv6, stack
+        from sockscope.probe import send_packets
+        from sockscope.probe.resolve import source_address
+
+        fam = socket.AF_INET6 if v6 else socket.AF_INET
+        src = source_address(fam, net.dest(v6))
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        sock.bind((src, 0))
+        sock.settimeout(2)
+        sport = sock.getsockname()[1]
+
+        def ip(ttl: int) -> IPv4 | IPv6:
+            if v6:
+                return IPv6.build(src=src, dst=net.dest(v6), hop_limit=ttl, ver_tc_flow=6 << 28 | 0x20 << 20)
+            return IPv4.build(src=src, dst=net.dest(v6), ttl=ttl, tos=0x20, ident=4242)
+
+        wire = stack(ip(9), UDP.build(sport=sport, dport=probe_net.UDP_OPEN), payload=b"crafted")
+        assert send_packets([wire]) == 1
+        data, peer = sock.recvfrom(100)
+        with pytest.raises(Exception, match="not an IP packet"):
+            send_packets([wire, b"\x00" * 20])
+        return [data.decode(), peer[0]]
+
+    assert in_netns(net.left, exchange) == ["hello", net.dest(v6)]

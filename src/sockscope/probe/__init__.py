@@ -1,7 +1,8 @@
 """Probing with raw sockets: ping, trace, scan, over one engine (``engine.py``).
 
 Sync: ``ping()``, ``trace()``, ``scan()``; asyncio: ``aping()``, ``atrace()``,
-``ascan()``. Imported lazily so ``import sockscope.probe`` stays cheap.
+``ascan()``; ``send_packets()`` sends packets built with ``sockscope.packets``
+through a raw socket (IP_HDRINCL). Imported lazily so ``import sockscope.probe`` stays cheap.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ _EXPORTS = {
     "aping": "sockscope.probe.ping",
     "trace": "sockscope.probe.trace",
     "atrace": "sockscope.probe.trace",
+    "send_packets": "sockscope.probe.craft",
     "scan": "sockscope.probe.scan",
     "ascan": "sockscope.probe.scan",
     "parse_ports": "sockscope.probe.ports",
@@ -41,10 +43,12 @@ __all__ = [
     "parse_ports",
     "ping",
     "scan",
+    "send_packets",
     "trace",
 ]
 
 if TYPE_CHECKING:
+    from sockscope.probe.craft import send_packets
     from sockscope.probe.model import (
         PingError,
         PingReply,
