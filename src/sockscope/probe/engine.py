@@ -121,12 +121,17 @@ class Engine:
     _sockets: list[socket.socket] = field(default_factory=list)
     _readers: list[tuple[socket.socket, Kind, int]] = field(default_factory=list)
     _answered: list[Probe] = field(default_factory=list)
+    # Kernel receive timestamps (SO_TIMESTAMPNS) for RTTs that exclude our own
+    # latency, as traceroute and ping take them; a scan does without (cheaper reads).
+    timestamps: bool = True
     _loop: Any = None  # the asyncio loop, once `wait` has been awaited
     _event: Any = None  # an asyncio.Event set when a probe is answered
 
     def listen(self, sock: socket.socket, kind: Kind, proto: int = 0) -> socket.socket:
         """Read ``sock`` from now on (the engine closes it at the end)."""
         sock.setblocking(False)
+        if self.timestamps:
+            sock.setsockopt(socket.SOL_SOCKET, rawio.SO_TIMESTAMPNS, 1)
         self._sockets.append(sock)
         self._readers.append((sock, kind, proto))
         return sock
@@ -239,21 +244,26 @@ class Engine:
 
     def _read_raw(self, sock: socket.socket, kind: Kind, proto: int) -> Received | None:
         if kind is Kind.IP:  # the header says it all: the cheapest read will do
-            pkt = decode(sock.recv(65535), LINKTYPE_RAW)
-            now = time.monotonic()
+            if self.timestamps:
+                data, ancdata, _flags, _addr = sock.recvmsg(65535, 256)
+                now = _arrival(ancdata)
+            else:
+                data = sock.recv(65535)
+                now = time.monotonic()
+            pkt = decode(data, LINKTYPE_RAW)
             layers = pkt.layers
             ip = layers[0] if layers else None
             if isinstance(ip, IPv4):
                 return Received(ip.src_ip, now, ip.ttl, pkt)
             return Received("", now, None, pkt)
         data, ancdata, _flags, addr = sock.recvmsg(65535, 256)
-        now = time.monotonic()
+        now = _arrival(ancdata)
         ttl = rawio.ttl_from(ancdata)
         return Received(str(addr[0]), now, ttl, self._wrap(str(addr[0]), ttl, proto, data))
 
     def _read_datagram(self, sock: socket.socket, proto: int) -> Received:
         data, ancdata, _flags, addr = sock.recvmsg(65535, 256)
-        now = time.monotonic()
+        now = _arrival(ancdata)
         ttl = rawio.ttl_from(ancdata)
         source = str(addr[0])
         if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
@@ -265,7 +275,7 @@ class Engine:
             data, ancdata, _flags, addr = sock.recvmsg(65535, 512, socket.MSG_ERRQUEUE)
         except BlockingIOError:
             return None
-        now = time.monotonic()
+        now = _arrival(ancdata)
         queued = rawio.parse_queued_error(ancdata, addr, data)
         if queued is None:
             self.malformed += 1
@@ -282,6 +292,16 @@ class Engine:
         else:
             header = IPv6.build(src=source.split("%")[0], dst="::", hop_limit=hop, next_header=proto)
         return decode(stack(header, payload=data), LINKTYPE_RAW)
+
+
+def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
+    """When the message arrived, on the monotonic clock: the kernel's timestamp if
+    there is one (it is wall-clock time, so shifted by the clocks' offset now)."""
+    now = time.monotonic()
+    stamp = rawio.timestamp_from(ancdata)
+    if stamp is None:
+        return now
+    return min(now, now - (time.time() - stamp))
 
 
 def _bad_checksum(got: Received) -> bool:

@@ -22,6 +22,7 @@ IP_RECVTTL = 12
 IP_TTL_CMSG = 2  # IP_TTL, the cmsg type carrying a received TTL
 IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS has the same number
 IP_MTU = 14
 IPV6_MTU = 24
 SO_EE_ORIGIN_LOCAL = 1
@@ -130,6 +131,15 @@ def ttl_from(ancdata: list[tuple[int, int, bytes]]) -> int | None:
                 return int.from_bytes(data[:4], "little")
             if data:
                 return data[0]
+    return None
+
+
+def timestamp_from(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time (wall clock, seconds) from SO_TIMESTAMPNS, if present."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("=qq", data)
+            return float(sec + nsec / 1e9)
     return None
 
 

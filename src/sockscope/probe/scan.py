@@ -49,7 +49,7 @@ def scan(host: str, ports: str | list[int], **options: Any) -> ScanResult:
         import asyncio
 
         return asyncio.run(_connect_scan(result, scanner, port_list))
-    engine = Engine(scanner.family, scanner.match)
+    engine = Engine(scanner.family, scanner.match, timestamps=False)
     steps = scanner.steps(engine, port_list, result)
     try:
         scanner.open(engine)
@@ -64,7 +64,7 @@ async def ascan(host: str, ports: str | list[int], **options: Any) -> ScanResult
     result, scanner, port_list = prepare(host, ports, **options)
     if scanner.method == "connect":
         return await _connect_scan(result, scanner, port_list)
-    engine = Engine(scanner.family, scanner.match)
+    engine = Engine(scanner.family, scanner.match, timestamps=False)
     steps = scanner.steps(engine, port_list, result)
     try:
         scanner.open(engine)
