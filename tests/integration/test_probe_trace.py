@@ -180,3 +180,14 @@ def test_bad_input_is_one_line_and_status_2(net: probe_net.ProbeNet, args: list[
     assert proc.returncode == 2
     assert words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stdout == ""
+
+
+def test_names_with_r(net: probe_net.ProbeNet) -> None:
+    # getaddrinfo/getnameinfo answer for loopback from /etc/hosts: no DNS involved.
+    proc = cli(net, "trace", "-I", "-r", "-q", "2", "127.0.0.1")
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.splitlines()[1]
+    assert line.startswith(" 1  localhost (127.0.0.1)  ") and line.count(" ms") == 2
+    proc = cli(net, "trace", "-r", "-q", "1", "--json", "localhost")
+    hop = json.loads(proc.stdout)["hops"][0]["probes"][0]
+    assert (hop["address"], hop["name"]) == ("127.0.0.1", "localhost")

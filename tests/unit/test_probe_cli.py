@@ -15,7 +15,7 @@ def test_hops_print_like_traceroute() -> None:
     )
     assert format_hop(hop, False) == " 3  192.0.2.1  1.234 ms * 192.0.2.7  0.500 ms !H"
     assert format_hop(TraceHop(12, [TraceProbe(12)] * 3), False) == "12  * * *"
-    named = TraceProbe(1, "127.0.0.1", 0.1, name="localhost", notes=["quoted TTL 2"])
+    named = TraceProbe(1, "127.0.0.1", 0.1, name="localhost", notes=("quoted TTL 2",))
     assert format_hop(TraceHop(1, [named, named]), True) == (
         " 1  localhost (127.0.0.1)  0.100 ms <quoted TTL 2>  0.100 ms <quoted TTL 2>"
     )

@@ -19,7 +19,6 @@ import select
 import socket
 import time
 from collections.abc import Callable, Generator, Hashable
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -40,20 +39,28 @@ class Kind(Enum):
 OWN = object()
 
 
-@dataclass(slots=True)
 class Received:
     """One message off a receive socket. ``packet`` is the reply as an IP packet
     (rebuilt around the transport where the socket strips the IP header);
-    ``queued`` is set for error-queue entries; ``data`` for datagram payloads."""
+    ``queued`` is set for error-queue entries; ``data`` for datagram payloads.
+    (Plain classes here and in ``model``: dataclasses cost a traceroute ~10 ms of
+    start-up.)"""
 
-    source: str
-    time: float
-    ttl: int | None = None
-    packet: Packet | None = None
-    queued: rawio.QueuedError | None = None
-    data: bytes = b""
-    port: int = 0
-    _transport: Header | bool | None = False  # False: not looked up yet
+    __slots__ = ("_transport", "data", "packet", "port", "queued", "source", "time", "ttl")
+
+    def __init__(
+        self,
+        source: str,
+        time: float,
+        ttl: int | None = None,
+        packet: Packet | None = None,
+        queued: rawio.QueuedError | None = None,
+        data: bytes = b"",
+        port: int = 0,
+    ) -> None:
+        self.source, self.time, self.ttl, self.packet = source, time, ttl, packet
+        self.queued, self.data, self.port = queued, data, port
+        self._transport: Header | bool | None = False  # False: not looked up yet
 
     @property
     def transport(self) -> Header | None:
@@ -71,16 +78,20 @@ class Received:
         return layer if isinstance(layer, ICMP | ICMPv6) else None
 
 
-@dataclass(eq=False, slots=True)
 class Probe:
     """One probe in flight: its key, send time, the reply once matched, and the
     caller's own data (hop number, port...)."""
 
-    key: Hashable
-    info: Any = None
-    sent: float = 0.0
-    reply: Received | None = None
-    tries: int = 0
+    __slots__ = ("info", "key", "reply", "sent", "tries")
+
+    def __init__(self, key: Hashable, info: Any = None) -> None:
+        self.key, self.info = key, info
+        self.sent = 0.0
+        self.reply: Received | None = None
+        self.tries = 0
+
+    def __repr__(self) -> str:
+        return f"Probe({self.key!r}, {self.info!r}, tries={self.tries}, answered={self.reply is not None})"
 
     @property
     def rtt_ms(self) -> float | None:
@@ -111,21 +122,22 @@ async def adrive(engine: Engine, steps: Steps) -> None:
         return
 
 
-@dataclass(eq=False)
 class Engine:
-    family: int
-    matcher: Callable[[Received], Hashable | None]
-    pending: dict[Hashable, Probe] = field(default_factory=dict)
-    ignored: int = 0  # well-formed messages that answer none of our probes
-    malformed: int = 0  # messages that do not parse or fail their checksum
-    _sockets: list[socket.socket] = field(default_factory=list)
-    _readers: list[tuple[socket.socket, Kind, int]] = field(default_factory=list)
-    _answered: list[Probe] = field(default_factory=list)
-    # Kernel receive timestamps (SO_TIMESTAMPNS) for RTTs that exclude our own
-    # latency, as traceroute and ping take them; a scan does without (cheaper reads).
-    timestamps: bool = True
-    _loop: Any = None  # the asyncio loop, once `wait` has been awaited
-    _event: Any = None  # an asyncio.Event set when a probe is answered
+    def __init__(
+        self, family: int, matcher: Callable[[Received], Hashable | None], timestamps: bool = True
+    ) -> None:
+        self.family, self.matcher = family, matcher
+        self.pending: dict[Hashable, Probe] = {}
+        self.ignored = 0  # well-formed messages that answer none of our probes
+        self.malformed = 0  # messages that do not parse or fail their checksum
+        # Kernel receive timestamps (SO_TIMESTAMPNS) for RTTs that exclude our own
+        # latency, as traceroute and ping take them; a scan does without (cheaper reads).
+        self.timestamps = timestamps
+        self._sockets: list[socket.socket] = []
+        self._readers: list[tuple[socket.socket, Kind, int]] = []
+        self._answered: list[Probe] = []
+        self._loop: Any = None  # the asyncio loop, once `wait` has been awaited
+        self._event: Any = None  # an asyncio.Event set when a probe is answered
 
     def listen(self, sock: socket.socket, kind: Kind, proto: int = 0) -> socket.socket:
         """Read ``sock`` from now on (the engine closes it at the end)."""
@@ -237,6 +249,10 @@ class Engine:
         if probe is None:
             self.ignored += 1
             return
+        if got.time < probe.sent:
+            # A kernel stamp before the send: some paths (veth between namespaces)
+            # carry a timestamp taken elsewhere. Our own clock is then the honest one.
+            got.time = time.monotonic()
         probe.reply = got
         self._answered.append(probe)
         if self._event is not None:

@@ -1,19 +1,18 @@
-"""Result dataclasses of ping, trace and scan; ``to_dict()`` is the JSON schema
-(keys may be added, never renamed)."""
+"""Result types of ping, trace and scan; ``to_dict()`` is the JSON schema (keys
+may be added, never renamed). Immutable records are NamedTuples and the results
+plain classes: dataclasses would cost every traceroute ~15 ms of start-up."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-@dataclass(frozen=True, slots=True)
-class PingReply:
+class PingReply(NamedTuple):
     seq: int
     ttl: int | None
     rtt_ms: float
@@ -30,8 +29,7 @@ class PingReply:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class PingError:
+class PingError(NamedTuple):
     """An ICMP error about one of our echo requests (TTL exceeded, unreachable)."""
 
     seq: int
@@ -41,26 +39,24 @@ class PingError:
     text: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "from": self.address,
-            "icmp": {"type": self.icmp_type, "code": self.icmp_code},
-            "error": self.text,
-        }
+        icmp = {"type": self.icmp_type, "code": self.icmp_code}
+        return {"seq": self.seq, "from": self.address, "icmp": icmp, "error": self.text}
 
 
-@dataclass(slots=True)
 class PingResult:
-    destination: str
-    address: str
-    size: int  # ICMP data bytes per request
-    sent: int = 0
-    replies: list[PingReply] = field(default_factory=list)
-    errors: list[PingError] = field(default_factory=list)
-    ignored: int = 0  # ICMP messages that were not answers to us
-    malformed: int = 0
-    elapsed_ms: float = 0.0
-    unprivileged: bool = False  # sent over an ICMP datagram socket
+    def __init__(self, destination: str, address: str, size: int, sent: int = 0) -> None:
+        self.destination, self.address = destination, address
+        self.size = size  # ICMP data bytes per request
+        self.sent = sent
+        self.replies: list[PingReply] = []
+        self.errors: list[PingError] = []
+        self.ignored = 0  # ICMP messages that were not answers to us
+        self.malformed = 0
+        self.elapsed_ms = 0.0
+        self.unprivileged = False  # sent over an ICMP datagram socket
+
+    def __repr__(self) -> str:
+        return f"PingResult({self.address}, sent={self.sent}, received={self.received})"
 
     @property
     def received(self) -> int:
@@ -99,8 +95,7 @@ class PingResult:
         }
 
 
-@dataclass(slots=True)
-class TraceProbe:
+class TraceProbe(NamedTuple):
     ttl: int
     address: str | None = None  # None: no answer
     rtt_ms: float | None = None
@@ -108,16 +103,12 @@ class TraceProbe:
     icmp_code: int | None = None
     mark: str | None = None  # !H, !N, !P, !X, !<code>
     name: str | None = None
-    notes: list[str] = field(default_factory=list)  # what the quoted packet shows (-v)
+    notes: tuple[str, ...] = ()  # what the quoted packet shows (-v)
 
     def to_dict(self) -> dict[str, Any]:
         icmp = None if self.icmp_type is None else {"type": self.icmp_type, "code": self.icmp_code}
-        out: dict[str, Any] = {
-            "address": self.address,
-            "rtt_ms": _ms(self.rtt_ms),
-            "icmp": icmp,
-            "mark": self.mark,
-        }
+        out: dict[str, Any] = {"address": self.address, "rtt_ms": _ms(self.rtt_ms), "icmp": icmp}
+        out["mark"] = self.mark
         if self.name is not None:
             out["name"] = self.name
         if self.notes:
@@ -125,8 +116,7 @@ class TraceProbe:
         return out
 
 
-@dataclass(slots=True)
-class TraceHop:
+class TraceHop(NamedTuple):
     ttl: int
     probes: list[TraceProbe]
 
@@ -134,20 +124,22 @@ class TraceHop:
         return {"ttl": self.ttl, "probes": [p.to_dict() for p in self.probes]}
 
 
-@dataclass(slots=True)
 class TraceResult:
-    destination: str
-    address: str
-    method: str  # "icmp", "udp", "tcp"
-    port: int | None
-    packet_size: int
-    max_ttl: int
-    hops: list[TraceHop] = field(default_factory=list)
-    reached: bool = False
-    ignored: int = 0
-    malformed: int = 0
-    unprivileged: bool = False
-    elapsed_ms: float = 0.0
+    def __init__(
+        self, destination: str, address: str, method: str, port: int | None, packet_size: int, max_ttl: int
+    ) -> None:
+        self.destination, self.address = destination, address
+        self.method = method  # "icmp", "udp", "tcp"
+        self.port, self.packet_size, self.max_ttl = port, packet_size, max_ttl
+        self.hops: list[TraceHop] = []
+        self.reached = False
+        self.ignored = 0
+        self.malformed = 0
+        self.unprivileged = False
+        self.elapsed_ms = 0.0
+
+    def __repr__(self) -> str:
+        return f"TraceResult({self.address}, {self.method}, hops={len(self.hops)}, reached={self.reached})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,8 +154,7 @@ class TraceResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class PortResult:
+class PortResult(NamedTuple):
     port: int
     proto: str  # "tcp" or "udp"
     state: str  # "open", "closed", "filtered", "open|filtered"
@@ -171,28 +162,25 @@ class PortResult:
     reason_from: str | None = None  # who sent the ICMP error, when one decided it
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "port": self.port,
-            "proto": self.proto,
-            "state": self.state,
-            "reason": self.reason,
-        }
+        out: dict[str, Any] = {"port": self.port, "proto": self.proto, "state": self.state}
+        out["reason"] = self.reason
         if self.reason_from is not None:
             out["reason_from"] = self.reason_from
         return out
 
 
-@dataclass(slots=True)
 class ScanResult:
-    host: str
-    address: str
-    method: str  # "connect", "syn", "udp"
-    # Not in repr: 65,535 of them would make every repr (asyncio takes some) slow.
-    ports: list[PortResult] = field(default_factory=list, repr=False)
-    probes_sent: int = 0
-    ignored: int = 0
-    malformed: int = 0
-    elapsed_ms: float = 0.0
+    def __init__(self, host: str, address: str, method: str) -> None:
+        self.host, self.address = host, address
+        self.method = method  # "connect", "syn", "udp"
+        self.ports: list[PortResult] = []
+        self.probes_sent = 0
+        self.ignored = 0
+        self.malformed = 0
+        self.elapsed_ms = 0.0
+
+    def __repr__(self) -> str:  # never the 65,535 ports: asyncio takes reprs of results
+        return f"ScanResult({self.address}, {self.method}, ports={len(self.ports)})"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sockscope.errors import PermissionNeeded
 
@@ -32,8 +32,7 @@ SO_EE_ORIGIN_ICMP6 = 3
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedError:
+class QueuedError(NamedTuple):
     """One entry of a socket's error queue: an ICMP error about a datagram we sent."""
 
     errno: int
@@ -121,6 +120,13 @@ def set_ttl(sock: socket.socket, family: int, ttl: int) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
     else:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+
+
+def set_tos(sock: socket.socket, family: int, tos: int) -> None:
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
 
 
 def ttl_from(ancdata: list[tuple[int, int, bytes]]) -> int | None:

@@ -133,6 +133,7 @@ class _Tracer:
             family, address, method, self.sport, port or 0, self.ident, self.seq_base, tos
         )
         self.engine = Engine(family, self.matcher)
+        self.names: dict[str, str | None] = {}
         self.dest = sockaddr(family, address, 0)
         icmp_proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
         raw_kind = Kind.IP if family == socket.AF_INET else Kind.TRANSPORT6
@@ -155,6 +156,8 @@ class _Tracer:
             self.sock = self.engine.listen(rawio.udp_with_errors(family), Kind.DATAGRAM, socket.IPPROTO_UDP)
             self.sock.bind(("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0))
             self.matcher.sport = self.sock.getsockname()[1]
+            if tos:
+                rawio.set_tos(self.sock, family, tos)
             self.source = ""
             self.unprivileged = True
 
@@ -245,6 +248,12 @@ class _Tracer:
             result.elapsed_ms = (time.monotonic() - start) * 1000.0
         result.reached = any(self.matcher.reached(p.reply) for p in probes[:end] if p.reply is not None)
 
+    def _name(self, address: str) -> str | None:
+        """Reverse lookups, once per address (a hop answers up to three times)."""
+        if address not in self.names:
+            self.names[address] = reverse_name(address)
+        return self.names[address]
+
     def _hop(self, probes: list[Probe], names: bool) -> TraceHop:
         out = []
         for probe in probes:
@@ -253,8 +262,10 @@ class _Tracer:
                 out.append(TraceProbe(ttl))
                 continue
             icmp_type, icmp_code, mark, notes = describe(self.matcher, probe.reply)
-            name = reverse_name(probe.reply.source) if names else None
+            name = self._name(probe.reply.source) if names else None
             out.append(
-                TraceProbe(ttl, probe.reply.source, probe.rtt_ms, icmp_type, icmp_code, mark, name, notes)
+                TraceProbe(
+                    ttl, probe.reply.source, probe.rtt_ms, icmp_type, icmp_code, mark, name, tuple(notes)
+                )
             )
         return TraceHop(probes[0].info[0], out)
