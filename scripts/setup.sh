@@ -3,7 +3,7 @@
 # in .venv with sockscope installed. Idempotent: a second run installs nothing.
 #   scripts/setup.sh          what `sockscope` needs
 #   scripts/setup.sh --test   plus what the test suite needs
-#   scripts/setup.sh --bench  plus what the benchmarks compare against (bench/)
+#   scripts/setup.sh --bench  plus what the benchmarks compare against (bench/; scapy, dpkt in .venv only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,8 @@ if [ "$want_test" = 1 ]; then
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture benchmark's veth pair.
-    apt_pkgs+=(netsniff-ng)
+    # traceroute, nmap, mtr-tiny: bench/probe.py compares trace and scan with them.
+    apt_pkgs+=(netsniff-ng traceroute nmap mtr-tiny)
 fi
 
 missing=()

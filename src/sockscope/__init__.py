@@ -11,6 +11,9 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     pcap              pcap/pcapng readers and writers (``sockscope.pcap``)
     Policy            access policies (hosts_access rules, Unix peer rules)
     Server, peer_credentials, send_fds, recv_fds   services (sockscope.services)
+    ping(...)         ICMP echo (async: sockscope.probe.aping)
+    scan(...)         port scan: TCP connect, SYN, UDP (async: sockscope.probe.ascan)
+    trace(...)        traceroute, UDP / ICMP / TCP probes (async: sockscope.probe.atrace)
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ _EXPORTS = {
     "send_frame": "sockscope.capture.inject",
     "replay": "sockscope.capture.inject",
     "CapturedPacket": "sockscope.capture.packet",
+    "ping": "sockscope.probe.ping",
+    "trace": "sockscope.probe.trace",
+    "scan": "sockscope.probe.scan",
+    "ScanResult": "sockscope.probe.model",
+    "PingResult": "sockscope.probe.model",
+    "TraceResult": "sockscope.probe.model",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
     "Policy": "sockscope.policy",
@@ -57,12 +66,15 @@ __all__ = [
     "Owner",
     "PacketAddress",
     "PeerCredentials",
+    "PingResult",
     "Policy",
+    "ScanResult",
     "Server",
     "Socket",
     "SocketEvent",
     "SockscopeError",
     "TcpInfo",
+    "TraceResult",
     "UnixAddress",
     "UsageError",
     "__version__",
@@ -71,11 +83,14 @@ __all__ = [
     "kill_sockets",
     "parse_filter",
     "peer_credentials",
+    "ping",
     "recv_fds",
     "replay",
+    "scan",
     "send_fds",
     "send_frame",
     "sockets",
+    "trace",
     "watch",
 ]
 
@@ -99,6 +114,10 @@ if TYPE_CHECKING:
     from sockscope.inventory.query import sockets
     from sockscope.inventory.watch import SocketEvent, watch
     from sockscope.policy import Policy
+    from sockscope.probe.model import PingResult, ScanResult, TraceResult
+    from sockscope.probe.ping import ping
+    from sockscope.probe.scan import scan
+    from sockscope.probe.trace import trace
     from sockscope.services import PeerCredentials, Server, peer_credentials, recv_fds, send_fds
 
 

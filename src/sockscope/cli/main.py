@@ -28,6 +28,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "connect": ("sockscope.cli.connect", "connect to TCP, UDP or Unix sockets, netcat-style"),
     "guard": ("sockscope.cli.guard", "enforce a policy's address rules in nftables, before accept"),
     "check": ("sockscope.cli.check", "explain which policy rule decides for a client (tcpdmatch)"),
+    "ping": ("sockscope.cli.ping", "ICMP echo, IPv4 and IPv6 (ping)"),
+    "trace": ("sockscope.cli.trace", "the path to a host: UDP, ICMP or TCP probes (traceroute)"),
+    "scan": ("sockscope.cli.scan", "TCP connect, SYN or UDP port scan of your own hosts (nmap)"),
 }
 
 

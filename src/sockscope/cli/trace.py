@@ -1,0 +1,141 @@
+"""``sockscope trace``: traceroute with UDP, ICMP echo or TCP SYN probes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+
+from . import output
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.usage = (
+        "sockscope trace HOST [PACKETLEN] [-I|-U|-T] [-p PORT] [-q N] [-m MAX] [-f FIRST] [-w WAIT]"
+        " [-N PARALLEL] [-t TOS] [-r] [-4|-6] [--json] [-v]"
+    )
+    p.add_argument("host", metavar="HOST", help="name or address")
+    p.add_argument(
+        "packet_len",
+        metavar="PACKETLEN",
+        type=int,
+        nargs="?",
+        help="whole probe packet length (default 60 for IPv4, 80 for IPv6)",
+    )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "-I", "--icmp", dest="method", action="store_const", const="icmp", help="ICMP echo probes"
+    )
+    how.add_argument(
+        "-U", "--udp", dest="method", action="store_const", const="udp", help="UDP probes (the default)"
+    )
+    how.add_argument("-T", "--tcp", dest="method", action="store_const", const="tcp", help="TCP SYN probes")
+    p.add_argument("-p", "--port", type=int, help="destination port (UDP 33434, TCP 80)")
+    p.add_argument("-q", "--queries", type=int, default=3, help="probes per hop (default 3)")
+    p.add_argument("-m", "--max-hops", type=int, default=30, help="largest TTL (default 30)")
+    p.add_argument("-f", "--first", type=int, default=1, help="first TTL (default 1)")
+    p.add_argument(
+        "-w",
+        "--wait",
+        default="5,3,10",
+        metavar="MAX[,HERE,NEAR]",
+        help="wait at most MAX s, HERE times an RTT from the same hop, NEAR times one from a later"
+        " hop (default 5,3,10, as traceroute)",
+    )
+    p.add_argument("-N", "--sim-queries", type=int, default=16, help="probes in flight at once (default 16)")
+    p.add_argument("-t", "--tos", type=int, default=0, help="TOS / traffic class of the probes")
+    p.add_argument("-r", "--resolve", action="store_true", help="show host names (reverse lookups)")
+    p.add_argument("-n", dest="numeric", action="store_true", help="numeric output (the default; for habit)")
+    fam = p.add_mutually_exclusive_group()
+    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
+    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    p.add_argument("--json", action="store_true", help="one JSON object with every probe")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show what quoted packets reveal (TOS, TTL at arrival, MPLS) and ICMP not for us",
+    )
+
+
+def _waits(text: str) -> tuple[float, float, float]:
+    from sockscope.errors import UsageError
+
+    parts = text.split(",")
+    defaults = [5.0, 3.0, 10.0]
+    try:
+        values = [float(x) for x in parts]
+    except ValueError:
+        raise UsageError(f"bad wait {text!r}: want MAX[,HERE,NEAR]") from None
+    if not 1 <= len(values) <= 3:
+        raise UsageError(f"bad wait {text!r}: want MAX[,HERE,NEAR]")
+    values += defaults[len(values) :]
+    return values[0], values[1], values[2]
+
+
+def run(args: argparse.Namespace) -> int:
+    from sockscope.probe.model import TraceHop, TraceResult
+    from sockscope.probe.trace import trace
+
+    wait, here, near = _waits(args.wait)
+
+    def start(result: TraceResult) -> None:
+        sys.stdout.write(
+            f"traceroute to {args.host} ({result.address}), {result.max_ttl} hops max, "
+            f"{result.packet_size} byte packets\n"
+        )
+        sys.stdout.flush()
+
+    def show(hop: TraceHop) -> None:
+        sys.stdout.write(format_hop(hop, args.verbose) + "\n")
+        sys.stdout.flush()
+
+    result = trace(
+        args.host,
+        method=args.method or "udp",
+        port=args.port,
+        queries=args.queries,
+        first_ttl=args.first,
+        max_ttl=args.max_hops,
+        wait=wait,
+        here=here,
+        near=near,
+        parallel=args.sim_queries,
+        packet_len=args.packet_len,
+        tos=args.tos,
+        family=args.family,
+        names=args.resolve,
+        on_hop=None if args.json else show,
+        on_start=None if args.json else start,
+    )
+    if args.json:
+        output.write(json.dumps(result.to_dict(), indent=1) + "\n")
+    elif args.verbose:
+        how = "UDP socket error queue, no CAP_NET_RAW" if result.unprivileged else "raw sockets"
+        output.write(
+            f"{'reached' if result.reached else 'not reached'} in {result.elapsed_ms:.0f} ms ({how});"
+            f" ignored {result.ignored} ICMP messages for others, {result.malformed} malformed\n"
+        )
+    return 0
+
+
+def format_hop(hop: object, verbose: bool) -> str:
+    from sockscope.probe.model import TraceHop
+
+    assert isinstance(hop, TraceHop)
+    line = f"{hop.ttl:2d} "
+    shown: str | None = None
+    for probe in hop.probes:
+        if probe.address is None or probe.rtt_ms is None:
+            line += " *"
+            continue
+        if probe.address != shown:
+            shown = probe.address
+            line += f" {probe.name} ({probe.address})" if probe.name else f" {probe.address}"
+        line += f"  {probe.rtt_ms:.3f} ms"
+        if probe.mark:
+            line += f" {probe.mark}"
+        if verbose and probe.notes:
+            line += f" <{'; '.join(probe.notes)}>"
+    return line

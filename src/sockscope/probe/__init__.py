@@ -1,0 +1,76 @@
+"""Probing with raw sockets: ping, trace, scan, over one engine (``engine.py``).
+
+Sync: ``ping()``, ``trace()``, ``scan()``; asyncio: ``aping()``, ``atrace()``,
+``ascan()``; ``send_packets()`` sends packets built with ``sockscope.packets``
+through a raw socket (IP_HDRINCL). Imported lazily so ``import sockscope.probe`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ping": "sockscope.probe.ping",
+    "aping": "sockscope.probe.ping",
+    "trace": "sockscope.probe.trace",
+    "atrace": "sockscope.probe.trace",
+    "send_packets": "sockscope.probe.craft",
+    "scan": "sockscope.probe.scan",
+    "ascan": "sockscope.probe.scan",
+    "parse_ports": "sockscope.probe.ports",
+    "ScanResult": "sockscope.probe.model",
+    "PortResult": "sockscope.probe.model",
+    "PingResult": "sockscope.probe.model",
+    "PingReply": "sockscope.probe.model",
+    "PingError": "sockscope.probe.model",
+    "TraceResult": "sockscope.probe.model",
+    "TraceHop": "sockscope.probe.model",
+    "TraceProbe": "sockscope.probe.model",
+}
+
+__all__ = [
+    "PingError",
+    "PingReply",
+    "PingResult",
+    "PortResult",
+    "ScanResult",
+    "TraceHop",
+    "TraceProbe",
+    "TraceResult",
+    "aping",
+    "ascan",
+    "atrace",
+    "parse_ports",
+    "ping",
+    "scan",
+    "send_packets",
+    "trace",
+]
+
+if TYPE_CHECKING:
+    from sockscope.probe.craft import send_packets
+    from sockscope.probe.model import (
+        PingError,
+        PingReply,
+        PingResult,
+        PortResult,
+        ScanResult,
+        TraceHop,
+        TraceProbe,
+        TraceResult,
+    )
+    from sockscope.probe.ping import aping, ping
+    from sockscope.probe.ports import parse_ports
+    from sockscope.probe.scan import ascan, scan
+    from sockscope.probe.trace import atrace, trace
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'sockscope.probe' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,89 @@
+"""Small pieces ping, trace and scan share: socket addresses, ICMP texts, marks."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from sockscope.probe.resolve import family_name
+
+# ICMP destination-unreachable codes as traceroute marks them.
+_MARKS4 = {0: "!N", 1: "!H", 2: "!P", 9: "!X", 10: "!X", 13: "!X", 14: "!V", 15: "!C"}
+_MARKS6 = {0: "!N", 1: "!X", 3: "!H", 5: "!S", 6: "!S"}
+
+_UNREACH4 = {
+    0: "Destination Net Unreachable",
+    1: "Destination Host Unreachable",
+    2: "Destination Protocol Unreachable",
+    3: "Destination Port Unreachable",
+    4: "Frag needed and DF set",
+    9: "Destination Net Prohibited",
+    10: "Destination Host Prohibited",
+    13: "Communication administratively prohibited",
+}
+_UNREACH6 = {
+    0: "No route",
+    1: "Administratively prohibited",
+    3: "Address unreachable",
+    4: "Port unreachable",
+    5: "Source address failed ingress/egress policy",
+    6: "Reject route to destination",
+}
+
+
+def sockaddr(family: int, address: str, port: int = 0) -> tuple[Any, ...]:
+    """What sendto wants for ``address`` (an IPv6 scope id included)."""
+    if family == socket.AF_INET:
+        return (address, port)
+    return socket.getaddrinfo(address, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[0][4]
+
+
+def is_unreachable(family: int, icmp_type: int) -> bool:
+    return icmp_type == (3 if family == socket.AF_INET else 1)
+
+
+def is_time_exceeded(family: int, icmp_type: int) -> bool:
+    return icmp_type == (11 if family == socket.AF_INET else 3)
+
+
+def is_port_unreachable(family: int, icmp_type: int, icmp_code: int) -> bool:
+    return is_unreachable(family, icmp_type) and icmp_code == (3 if family == socket.AF_INET else 4)
+
+
+def unreachable_mark(family: int, code: int) -> str:
+    marks = _MARKS4 if family == socket.AF_INET else _MARKS6
+    return marks.get(code, f"!<{code}>")
+
+
+def icmp_text(family: int, icmp_type: int, icmp_code: int) -> str:
+    """ping's words for an ICMP error."""
+    if is_time_exceeded(family, icmp_type):
+        return "Time to live exceeded"
+    if is_unreachable(family, icmp_type):
+        table = _UNREACH4 if family == socket.AF_INET else _UNREACH6
+        return table.get(icmp_code, f"Destination unreachable, code {icmp_code}")
+    if family == socket.AF_INET6 and icmp_type == 2:
+        return "Packet too big"
+    return f"{family_name(family)} ICMP type {icmp_type} code {icmp_code}"
+
+
+def unreach_reason(family: int, code: int) -> str:
+    """nmap's reason word for an unreachable code."""
+    if family == socket.AF_INET:
+        return {
+            0: "net-unreach",
+            1: "host-unreach",
+            2: "proto-unreach",
+            3: "port-unreach",
+            9: "net-prohibited",
+            10: "host-prohibited",
+            13: "admin-prohibited",
+        }.get(code, f"unreach-code-{code}")
+    return {
+        0: "net-unreach",
+        1: "admin-prohibited",
+        3: "host-unreach",
+        4: "port-unreach",
+        5: "admin-prohibited",
+        6: "reject-route",
+    }.get(code, f"unreach-code-{code}")

@@ -1,0 +1,203 @@
+"""The Linux socket calls the probes need and Python does not name: raw senders
+with IP_HDRINCL / IPV6_HDRINCL, raw and ICMP-datagram receivers, and the
+IP_RECVERR / IPV6_RECVERR error queue (``struct sock_extended_err``).
+
+Everything here is a thin wrapper over ``socket``; the packet bytes are built and
+parsed elsewhere (``sockscope.packets``).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from typing import NamedTuple
+
+from sockscope.errors import PermissionNeeded
+
+IPV6_HDRINCL = 36  # linux/in6.h, absent from Python's socket module
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+IP_RECVTTL = 12
+IP_TTL_CMSG = 2  # IP_TTL, the cmsg type carrying a received TTL
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS has the same number
+IP_MTU = 14
+IPV6_MTU = 24
+SO_EE_ORIGIN_LOCAL = 1
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+
+
+class QueuedError(NamedTuple):
+    """One entry of a socket's error queue: an ICMP error about a datagram we sent."""
+
+    errno: int
+    origin: int
+    icmp_type: int
+    icmp_code: int
+    info: int
+    offender: str | None  # who sent the ICMP error (None for local errors)
+    destination: tuple[str, int]  # where the datagram that caused it was going
+    payload: bytes  # the datagram's own payload, as we sent it
+
+
+def _need(what: str) -> PermissionNeeded:
+    return PermissionNeeded(f"{what} needs CAP_NET_RAW (run as root or grant the capability)")
+
+
+def raw_sender(family: int) -> socket.socket:
+    """A raw socket that sends whole IP packets we built (header included)."""
+    try:
+        sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except PermissionError:
+        raise _need("sending raw packets") from None
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_HDRINCL, 1)
+    return sock
+
+
+def raw_receiver(family: int, proto: int) -> socket.socket:
+    """A non-blocking raw socket receiving every packet of ``proto`` (ICMP, TCP...).
+    IPv4 delivers the IP header too; IPv6 delivers from the transport header on, so
+    the hop limit comes as ancillary data."""
+    try:
+        sock = socket.socket(family, socket.SOCK_RAW, proto)
+    except PermissionError:
+        raise _need("receiving raw packets") from None
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    sock.setblocking(False)
+    return sock
+
+
+def icmp_datagram(family: int) -> socket.socket:
+    """An unprivileged ICMP echo socket (``net.ipv4.ping_group_range``)."""
+    proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    except PermissionError:
+        raise PermissionNeeded(
+            "ping needs CAP_NET_RAW, or a group in net.ipv4.ping_group_range for ICMP datagram sockets"
+        ) from None
+    enable_ttl_info(sock, family)
+    enable_errors(sock, family)
+    sock.setblocking(False)
+    return sock
+
+
+def udp_with_errors(family: int) -> socket.socket:
+    """An ordinary UDP socket whose ICMP errors are queued for us (as tracepath)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    enable_errors(sock, family)
+    enable_ttl_info(sock, family)
+    sock.setblocking(False)
+    return sock
+
+
+def enable_errors(sock: socket.socket, family: int) -> None:
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+
+
+def enable_ttl_info(sock: socket.socket, family: int) -> None:
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+
+
+def set_ttl(sock: socket.socket, family: int, ttl: int) -> None:
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+
+
+def set_tos(sock: socket.socket, family: int, tos: int) -> None:
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+
+
+def ttl_from(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The TTL / hop limit a datagram arrived with, from IP_RECVTTL / IPV6_RECVHOPLIMIT."""
+    for level, kind, data in ancdata:
+        if (level, kind) in ((socket.IPPROTO_IP, IP_TTL_CMSG), (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)):
+            if len(data) >= 4:
+                return int.from_bytes(data[:4], "little")
+            if data:
+                return data[0]
+    return None
+
+
+def timestamp_from(ancdata: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive time (wall clock, seconds) from SO_TIMESTAMPNS, if present."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("=qq", data)
+            return float(sec + nsec / 1e9)
+    return None
+
+
+def parse_queued_error(
+    ancdata: list[tuple[int, int, bytes]], name: tuple[str, int] | tuple[str, int, int, int], payload: bytes
+) -> QueuedError | None:
+    """Decode the IP_RECVERR / IPV6_RECVERR control message of an error-queue read."""
+    for level, kind, data in ancdata:
+        if (level, kind) not in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+            continue
+        if len(data) < _EXTENDED_ERR.size:
+            return None
+        err, origin, icmp_type, icmp_code, _pad, info, _data = _EXTENDED_ERR.unpack_from(data)
+        return QueuedError(
+            err,
+            origin,
+            icmp_type,
+            icmp_code,
+            info,
+            _sockaddr_ip(data[_EXTENDED_ERR.size :]),
+            (name[0], name[1]),
+            payload,
+        )
+    return None
+
+
+def _sockaddr_ip(raw: bytes) -> str | None:
+    """The address in a sockaddr_in / sockaddr_in6 (SO_EE_OFFENDER), None if unset."""
+    if len(raw) < 2:
+        return None
+    family = int.from_bytes(raw[:2], "little")
+    if family == socket.AF_INET and len(raw) >= 8:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8])
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    return None
+
+
+def route_mtu(family: int, address: str) -> int | None:
+    """The MTU of the interface the route to ``address`` leaves by (no packet sent)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((address, 9))
+            if family == socket.AF_INET:
+                return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+            return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+        except OSError:
+            return None
+
+
+# Errors a send can report because an earlier ICMP error is pending on the socket
+# (IP_RECVERR sets sk_err); the datagram was not sent and can simply be sent again.
+PENDING_ERRORS = frozenset(
+    (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.EPROTO, errno.EACCES)
+)

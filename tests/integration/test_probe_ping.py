@@ -1,0 +1,228 @@
+"""ping through the probe namespaces: replies, ICMP errors, the unprivileged ICMP
+datagram socket, foreign and malformed ICMP, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import probe_net
+import pytest
+from probe_child import in_netns
+
+from topology import Topology
+
+pytestmark = pytest.mark.needs_root
+
+
+@pytest.fixture(scope="module")
+def topo_net() -> Iterator[tuple[Topology, probe_net.ProbeNet]]:
+    with Topology() as topo:
+        yield topo, probe_net.build(topo)
+
+
+@pytest.fixture
+def net(topo_net: tuple[Topology, probe_net.ProbeNet]) -> probe_net.ProbeNet:
+    return topo_net[1]
+
+
+def cli(net: probe_net.ProbeNet, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", "netns", "exec", net.left, sys.executable, "-m", "sockscope", "ping", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_replies_and_summary(net: probe_net.ProbeNet, v6: bool) -> None:
+    dest = net.dest(v6)
+    proc = cli(net, "-c", "3", "-i", "0.05", dest)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    ip_len = 40 if v6 else 20
+    assert lines[0] == f"PING {dest} ({dest}) 56({64 + ip_len}) bytes of data."
+    for seq, line in enumerate(lines[1:4], 1):
+        # Three routers on the way back: the reply's TTL of 64 arrives as 61.
+        assert re.fullmatch(rf"64 bytes from {re.escape(dest)}: icmp_seq={seq} ttl=61 time=[\d.]+ ms", line)
+    assert lines[5] == f"--- {dest} ping statistics ---"
+    assert re.fullmatch(r"3 packets transmitted, 3 received, 0% packet loss, time \d+ms", lines[6])
+    assert re.fullmatch(r"rtt min/avg/max/mdev = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms", lines[7])
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_json_shape(net: probe_net.ProbeNet, v6: bool) -> None:
+    proc = cli(net, "-c", "2", "-i", "0.05", "-s", "100", "--json", net.dest(v6))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert {"destination", "address", "sent", "received", "loss", "rtt_ms", "replies"} <= result.keys()
+    assert (result["sent"], result["received"], result["loss"]) == (2, 2, 0)
+    assert set(result["rtt_ms"]) == {"min", "avg", "max", "mdev"}
+    assert result["rtt_ms"]["min"] <= result["rtt_ms"]["avg"] <= result["rtt_ms"]["max"]
+    assert [(r["seq"], r["ttl"], r["from"], r["bytes"]) for r in result["replies"]] == [
+        (1, 61, net.dest(v6), 108),
+        (2, 61, net.dest(v6), 108),
+    ]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_unreachable_and_ttl_exceeded(net: probe_net.ProbeNet, v6: bool) -> None:
+    proc = cli(net, "-c", "1", "-W", "1", net.unreach(v6))
+    assert proc.returncode == 1
+    r3 = net.hops(v6)[2]
+    text = "Destination Host Unreachable" if not v6 else "Address unreachable"
+    assert f"From {r3} icmp_seq=1 {text}" in proc.stdout
+    assert "1 packets transmitted, 0 received, +1 errors, 100% packet loss" in proc.stdout
+    proc = cli(net, "-c", "1", "-W", "1", "-t", "1", net.dest(v6))
+    assert f"From {net.hops(v6)[0]} icmp_seq=1 Time to live exceeded" in proc.stdout
+
+
+def _ping(host: str, **options: Any) -> dict[str, Any]:
+    import sockscope
+
+    result = sockscope.ping(host, **options)
+    return {**result.to_dict(), "unprivileged": result.unprivileged}
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_unprivileged_ping_uses_icmp_datagram_sockets(
+    topo_net: tuple[Topology, probe_net.ProbeNet], v6: bool
+) -> None:
+    topo, net = topo_net
+    left = net.line.left
+    topo.set_sysctl(left, "net.ipv4.ping_group_range", "0 2147483647")
+    try:
+        result = in_netns(net.left, lambda: _ping(net.dest(v6), count=2, interval=0.05), nobody=True)
+        assert result["unprivileged"] is True
+        assert (result["sent"], result["received"]) == (2, 2)
+        assert {r["from"] for r in result["replies"]} == {net.dest(v6)}
+        assert {r["ttl"] for r in result["replies"]} == {61}
+        err = in_netns(net.left, lambda: _ping(net.dest(v6), count=1, ttl=1, timeout=1), nobody=True)
+        errors = [(e["from"], e["error"]) for e in err["errors"]]
+        assert errors == [(net.hops(v6)[0], "Time to live exceeded")]
+    finally:
+        topo.set_sysctl(left, "net.ipv4.ping_group_range", "1 0")
+
+    def refused() -> str:
+        try:
+            _ping(net.dest(v6), count=1)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "no error"
+
+    msg = in_netns(net.left, refused, nobody=True)
+    assert msg.startswith("PermissionNeeded: ") and "ping_group_range" in msg
+
+
+_INJECT = r"""
+import socket, struct, sys, time
+dst = sys.argv[1]
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b)); s = (s >> 16) + (s & 0xFFFF); s += s >> 16
+    return ~s & 0xFFFF
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+# A time exceeded quoting a UDP packet to some other host: well formed, not ours.
+quote = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 1, 17, 0, socket.inet_aton(dst),
+                    socket.inet_aton("192.0.2.9")) + struct.pack("!HHHH", 1, 2, 8, 0)
+body = struct.pack("!BBHI", 11, 0, 0, 0) + quote
+foreign = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+bad_sum = struct.pack("!BBHHH", 0, 0, 0xDEAD, 1, 1) + b"x" * 8   # an echo reply, wrong checksum
+short = b"\x0b\x00"                                                # not even an ICMP header
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    for msg in (foreign, bad_sum, short):
+        s.sendto(msg, (dst, 0))
+    time.sleep(0.02)
+"""
+
+
+def test_foreign_and_malformed_icmp_are_ignored_and_counted(
+    topo_net: tuple[Topology, probe_net.ProbeNet],
+) -> None:
+    topo, net = topo_net
+    left_addr = net.line.left_addr
+    injector = topo.spawn(net.line.routers[0], sys.executable, "-c", _INJECT, left_addr, "1.5")
+    try:
+        proc = cli(net, "-c", "4", "-i", "0.2", "-v", "--json", net.dest(False))
+    finally:
+        injector.wait(timeout=10)
+    result = json.loads(proc.stdout)
+    assert (result["sent"], result["received"]) == (4, 4)
+    assert result["ignored"] >= 3 and result["malformed"] >= 6, result
+    proc = cli(net, "-c", "1", "-v", net.dest(False))
+    assert re.search(r"^ignored \d+ ICMP messages for others, \d+ malformed$", proc.stdout, re.M)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["no-such-host.invalid"], "unknown host"),
+        (["-6", "198.51.100.26"], "IPv4 address"),
+        (["-t", "0", "198.51.100.26"], "TTL 0 out of range"),
+        (["-t", "256", "198.51.100.26"], "TTL 256 out of range"),
+        (["-s", "1600", "198.51.100.26"], "too large for the interface"),
+        (["-s", "70000", "2001:db8:4::2"], "too large"),
+        (["-c", "0", "198.51.100.26"], "count 0 out of range"),
+        (["-i", "0", "198.51.100.26"], "interval must be positive"),
+        (["-c", "two", "198.51.100.26"], "invalid int value"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(net: probe_net.ProbeNet, args: list[str], words: str) -> None:
+    proc = cli(net, *args)
+    assert proc.returncode == 2
+    assert words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_without_count_ping_runs_until_ctrl_c_then_summarises(net: probe_net.ProbeNet) -> None:
+    import signal
+    import time
+
+    cmd = ["ip", "netns", "exec", net.left, sys.executable, "-m", "sockscope", "ping", "-i", "0.1"]
+    cmd.append(net.dest(True))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.6)
+        proc.send_signal(signal.SIGINT)  # ip netns exec passes it on to sockscope
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    sent = int(re.search(r"^(\d+) packets transmitted, (\d+) received", out, re.M).group(1))  # type: ignore[union-attr]
+    assert 3 <= sent <= 10 and f"{sent} received" in out
+    assert out.splitlines()[-1].startswith("rtt min/avg/max/mdev = ")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_crafted_packets_go_out_as_built(net: probe_net.ProbeNet, v6: bool) -> None:
+    # A UDP datagram built field by field reaches right's service, which answers the
+    # socket bound to the source port we chose; one with TTL 1 gets r1's time exceeded.
+    def exchange() -> list[Any]:
+        import socket
+
+        from sockscope.packets import UDP, IPv4, IPv6, stack
+        from sockscope.probe import send_packets
+        from sockscope.probe.resolve import source_address
+
+        fam = socket.AF_INET6 if v6 else socket.AF_INET
+        src = source_address(fam, net.dest(v6))
+        sock = socket.socket(fam, socket.SOCK_DGRAM)
+        sock.bind((src, 0))
+        sock.settimeout(2)
+        sport = sock.getsockname()[1]
+
+        def ip(ttl: int) -> IPv4 | IPv6:
+            if v6:
+                return IPv6.build(src=src, dst=net.dest(v6), hop_limit=ttl, ver_tc_flow=6 << 28 | 0x20 << 20)
+            return IPv4.build(src=src, dst=net.dest(v6), ttl=ttl, tos=0x20, ident=4242)
+
+        wire = stack(ip(9), UDP.build(sport=sport, dport=probe_net.UDP_OPEN), payload=b"crafted")
+        assert send_packets([wire]) == 1
+        data, peer = sock.recvfrom(100)
+        with pytest.raises(Exception, match="not an IP packet"):
+            send_packets([wire, b"\x00" * 20])
+        return [data.decode(), peer[0]]
+
+    assert in_netns(net.left, exchange) == ["hello", net.dest(v6)]

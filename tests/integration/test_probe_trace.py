@@ -1,0 +1,193 @@
+"""trace against namespaces whose path is known: every method, both families,
+a silent router, a host-unreachable destination, the unprivileged fallback,
+many traces at once, TOS rewritten on the way, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import probe_net
+import pytest
+from probe_child import in_netns
+
+from topology import Topology
+
+pytestmark = pytest.mark.needs_root
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[probe_net.ProbeNet]:
+    with Topology() as topo:
+        built = probe_net.build(topo)
+        # r1 rewrites the TOS / traffic class of what it forwards: later routers quote it.
+        topo.nft(built.line.routers[0], probe_net.REWRITE_TOS)
+        yield built
+
+
+def cli(net: probe_net.ProbeNet, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = ["ip", "netns", "exec", net.left, sys.executable, "-m", "sockscope", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def addresses(result: dict[str, Any]) -> list[str | None]:
+    """One address per hop; fails if the probes of a hop disagree."""
+    out = []
+    for hop in result["hops"]:
+        seen = {p["address"] for p in hop["probes"]}
+        assert len(seen) == 1, hop
+        out.append(seen.pop())
+    return out
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("method", ["-U", "-I", "-T"])
+def test_hops_match_the_topology(net: probe_net.ProbeNet, method: str, v6: bool) -> None:
+    proc = cli(net, "trace", method, "--json", net.dest(v6))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["method"] == {"-U": "udp", "-I": "icmp", "-T": "tcp"}[method]
+    assert result["address"] == net.dest(v6)
+    assert addresses(result) == net.hops(v6)
+    assert result["reached"] is True
+    assert [h["ttl"] for h in result["hops"]] == [1, 2, 3, 4]
+    for hop in result["hops"]:
+        for probe in hop["probes"]:
+            assert probe["mark"] is None
+            if probe["address"] is None:
+                assert probe["rtt_ms"] is None and probe["icmp"] is None
+            else:
+                assert 0 < probe["rtt_ms"] < 1000
+    last = result["hops"][-1]["probes"][0]
+    if method == "-U":  # the destination's port unreachable
+        assert last["icmp"] == {"type": 3, "code": 3} if not v6 else {"type": 1, "code": 4}
+    elif method == "-I":
+        assert last["icmp"] == ({"type": 0, "code": 0} if not v6 else {"type": 129, "code": 0})
+    else:
+        assert last["icmp"] is None  # a TCP RST or SYN-ACK
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("method", ["-U", "-I", "-T"])
+def test_host_unreachable_is_marked(net: probe_net.ProbeNet, method: str, v6: bool) -> None:
+    proc = cli(net, "trace", method, net.unreach(v6))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"traceroute to {net.unreach(v6)} ({net.unreach(v6)}), 30 hops max")
+    r3 = net.hops(v6)[2]
+    assert lines[1].split()[:2] == ["1", net.hops(v6)[0]]
+    assert lines[2].split() == ["2", "*", "*", "*"]
+    assert lines[4].split()[:2] == ["4", r3] and lines[4].count("!H") == 3
+    assert len(lines) == 5
+
+
+def test_silent_hop_is_not_waited_for(net: probe_net.ProbeNet) -> None:
+    # Later hops answer within milliseconds, so the silent router costs 10x that,
+    # not the 5 s maximum.
+    result = in_netns(net.left, lambda: _trace(net.dest(False)))
+    assert result["elapsed_ms"] < 2000
+    assert addresses(result) == net.hops(False)
+
+
+def _trace(host: str, **options: Any) -> dict[str, Any]:
+    import sockscope
+
+    result = sockscope.trace(host, **options)
+    return {**result.to_dict(), "elapsed_ms": result.elapsed_ms, "unprivileged": result.unprivileged}
+
+
+def test_many_traces_at_once_in_one_process(net: probe_net.ProbeNet) -> None:
+    def many() -> list[dict[str, Any]]:
+        import asyncio
+
+        from sockscope.probe import atrace
+
+        async def all_of_them() -> list[dict[str, Any]]:
+            runs = [
+                atrace(net.dest(v6), method=m) for v6 in (False, True) for m in ("udp", "icmp", "tcp")
+            ]
+            return [r.to_dict() for r in await asyncio.gather(*runs)]
+
+        return asyncio.run(all_of_them())
+
+    results = in_netns(net.left, many)
+    assert len(results) == 6
+    for i, result in enumerate(results):
+        assert addresses(result) == net.hops(i >= 3), result
+        assert result["reached"]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_unprivileged_user_gets_the_path_over_udp(net: probe_net.ProbeNet, v6: bool) -> None:
+    result = in_netns(net.left, lambda: _trace(net.dest(v6)), nobody=True)
+    assert result["unprivileged"] is True
+    assert addresses(result) == net.hops(v6)
+    assert result["reached"]
+    unreach = in_netns(net.left, lambda: _trace(net.unreach(v6)), nobody=True)
+    assert [p["mark"] for p in unreach["hops"][-1]["probes"]] == ["!H"] * 3
+
+
+def test_unprivileged_icmp_trace_is_one_clear_error(net: probe_net.ProbeNet) -> None:
+    def run() -> str:
+        try:
+            _trace(net.dest(False), method="icmp")
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "no error"
+
+    msg = in_netns(net.left, run, nobody=True)
+    assert msg.startswith("PermissionNeeded: ") and "CAP_NET_RAW" in msg and "\n" not in msg
+
+
+def test_verbose_shows_the_tos_rewritten_on_the_way(net: probe_net.ProbeNet) -> None:
+    proc = cli(net, "trace", "-I", "-v", "-q", "1", net.dest(False))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    # r1 itself quotes what it received; r3 (hop 3) quotes what r1 sent on.
+    assert "TOS" not in lines[1]
+    assert "<TOS 0x00 arrived as 0x20>" in lines[3]
+    assert lines[-1].startswith("reached in ") and "ignored" in lines[-1]
+
+
+def test_limits_shorten_the_trace(net: probe_net.ProbeNet) -> None:
+    proc = cli(net, "trace", "-f", "2", "-m", "3", "-q", "1", "-w", "0.3", "--json", net.dest(True))
+    result = json.loads(proc.stdout)
+    assert [h["ttl"] for h in result["hops"]] == [2, 3]
+    assert addresses(result) == net.hops(True)[1:3]
+    assert result["reached"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["no-such-host.invalid"], "unknown host"),
+        (["-4", "2001:db8:4::2"], "IPv6 address"),
+        (["-6", "198.51.100.26"], "IPv4 address"),
+        (["-m", "256", "198.51.100.26"], "max TTL 256 out of range"),
+        (["-f", "0", "198.51.100.26"], "first TTL 0 out of range"),
+        (["-f", "9", "-m", "3", "198.51.100.26"], "beyond the max TTL"),
+        (["198.51.100.26", "9000"], "too large for the interface"),
+        (["-p", "70000", "198.51.100.26"], "port 70000 out of range"),
+        (["-w", "x", "198.51.100.26"], "bad wait"),
+        (["-q", "x", "198.51.100.26"], "invalid int value"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(net: probe_net.ProbeNet, args: list[str], words: str) -> None:
+    proc = cli(net, "trace", *args)
+    assert proc.returncode == 2
+    assert words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_names_with_r(net: probe_net.ProbeNet) -> None:
+    # getaddrinfo/getnameinfo answer for loopback from /etc/hosts: no DNS involved.
+    proc = cli(net, "trace", "-I", "-r", "-q", "2", "127.0.0.1")
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.splitlines()[1]
+    assert line.startswith(" 1  localhost (127.0.0.1)  ") and line.count(" ms") == 2
+    proc = cli(net, "trace", "-r", "-q", "1", "--json", "localhost")
+    hop = json.loads(proc.stdout)["hops"][0]["probes"][0]
+    assert (hop["address"], hop["name"]) == ("127.0.0.1", "localhost")
