@@ -6,6 +6,7 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     interfaces()      interface counters and addresses (rtnetlink)
     kill_sockets(...) destroy sockets (SOCK_DESTROY)
     watch(...)        socket events: new, state change, closed
+    divert(rule=...)  packets taken out of the firewall path (NFQUEUE), to accept/drop/change
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ _EXPORTS = {
     "watch": "sockscope.inventory.watch",
     "SocketEvent": "sockscope.inventory.watch",
     "parse_filter": "sockscope.inventory.filter",
+    "divert": "sockscope.divert",
+    "Divert": "sockscope.divert",
+    "DivertPacket": "sockscope.divert",
+    "Verdict": "sockscope.divert",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
 }
 
 __all__ = [
+    "Divert",
+    "DivertPacket",
     "InetAddress",
     "Interface",
     "Memory",
@@ -47,7 +54,9 @@ __all__ = [
     "TcpInfo",
     "UnixAddress",
     "UsageError",
+    "Verdict",
     "__version__",
+    "divert",
     "interfaces",
     "kill_sockets",
     "parse_filter",
@@ -56,6 +65,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from sockscope.divert import Divert, DivertPacket, Verdict, divert
     from sockscope.errors import SockscopeError, UsageError
     from sockscope.inventory.filter import parse_filter
     from sockscope.inventory.interfaces import Interface, interfaces

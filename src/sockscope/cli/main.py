@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ifaces": ("sockscope.cli.ifaces", "interface counters and addresses (netstat -i, ip -s link)"),
     "kill": ("sockscope.cli.kill", "destroy matching TCP/UDP sockets (ss -K)"),
     "watch": ("sockscope.cli.watch", "stream socket events: new, state change, closed"),
+    "divert": ("sockscope.cli.divert", "take packets out of the firewall path, change them (NFQUEUE)"),
 }
 
 

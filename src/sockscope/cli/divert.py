@@ -1,0 +1,236 @@
+"""``sockscope divert --rule RULE``: take matching packets out of the firewall path.
+
+Per packet, in order: ``--drop FILTER`` (tcpdump syntax, run in user space over
+the IP packet) drops it; ``--exec FILE`` hands it to the file's ``handle(packet)``;
+``--rewrite FIELD=VALUE`` changes it (checksums recomputed); ``--set-mark`` marks
+it; anything left is accepted. ``--print`` shows each packet and its verdict.
+Counters go to stderr at the end; Ctrl-C and SIGTERM end the divert (status 0)
+after the rules are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from sockscope.errors import UsageError
+
+from . import output
+
+RULE_HELP = (
+    "which packets: terms from ip ip6 | tcp udp udplite sctp icmp icmp6 | input output forward | "
+    "sport/dport/port N[-M] | saddr/daddr/host ADDR[/LEN] | iif/oif IFNAME | mark N[/MASK]; "
+    "'not' or '!=' negates; e.g. 'udp dport 5000', 'tcp port 80 forward', 'ip6 saddr 2001:db8::/32'. "
+    "Default hooks: input and output."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.usage = "sockscope divert --rule RULE [options]"
+    p.add_argument("--rule", metavar="RULE", help=RULE_HELP)
+    p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
+    p.add_argument(
+        "--queue-balance", metavar="A:B", help="spread over queues A..B (one per CPU), all bound here"
+    )
+    p.add_argument("--print", action="store_true", help="print each packet and its verdict")
+    p.add_argument("--jsonl", action="store_true", help="with --print: one JSON object per packet")
+    p.add_argument("--exec", metavar="PYTHON_FILE", help="call handle(packet) from this file for each packet")
+    p.add_argument("--drop", metavar="FILTER", help="drop packets matching this tcpdump filter")
+    p.add_argument(
+        "--rewrite",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change sport, dport, saddr, daddr, ttl or payload (text); repeatable",
+    )
+    p.add_argument("--set-mark", type=lambda s: int(s, 0), metavar="N", help="set this firewall mark")
+    p.add_argument("--bypass", action="store_true", help="packets pass while no program listens on the queue")
+    p.add_argument("--fail-open", action="store_true", help="packets pass when the queue is full")
+    p.add_argument("--gso", action="store_true", help="take GSO packets whole (no forced segmentation)")
+    p.add_argument(
+        "--default",
+        choices=("accept", "drop"),
+        default="accept",
+        help="verdict for packets left undecided (handler error, timeout); default accept",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="undecided packets get the default verdict after this long (default 1)",
+    )
+    p.add_argument(
+        "--maxlen", type=int, default=8192, metavar="N", help="queue length in the kernel (default 8192)"
+    )
+    p.add_argument("--count", type=int, metavar="N", help="stop after N packets")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument(
+        "--cleanup", action="store_true", help="only remove rules left by divert runs that died, then exit"
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    from sockscope.divert import Divert, Verdict
+    from sockscope.divert.firewall import clean_leftovers
+
+    if args.cleanup:
+        for name in clean_leftovers():
+            sys.stdout.write(f"removed {name}\n")
+        return 0
+    if not args.rule:
+        raise UsageError("--rule is required, e.g. --rule 'udp dport 5000'")
+    for name in ("count", "maxlen"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    steps = _build_steps(args)
+    session = Divert(
+        args.rule,
+        args.queue,
+        queue_balance=args.queue_balance,
+        bypass=args.bypass,
+        fail_open=args.fail_open,
+        gso=args.gso,
+        default=Verdict[args.default.upper()],
+        timeout=args.timeout,
+        maxlen=args.maxlen,
+    )
+    seen = 0
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+
+    def handler(pkt: Any) -> None:
+        nonlocal seen
+        seen += 1
+        try:
+            for step in steps:
+                step(pkt)
+                if pkt.verdict is not None:
+                    break
+            if pkt.verdict is None:
+                pkt.accept()
+        finally:
+            if args.print:
+                _show(pkt, args.jsonl)
+            if seen == args.count:
+                session.stop()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        session.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with session:
+            for name in session.leftovers_removed:
+                sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
+            try:
+                session.run(handler, until=None if deadline is None else lambda: time.monotonic() > deadline)
+            except KeyboardInterrupt:
+                pass
+            stats = session.stats()
+            error = session.last_error
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    _report(stats, error)
+    return 0
+
+
+def _build_steps(args: argparse.Namespace) -> list[Callable[[Any], Any]]:
+    steps: list[Callable[[Any], Any]] = []
+    if args.drop is not None:
+        from sockscope.capture.bpf import compile_filter
+        from sockscope.packets import LINKTYPE_RAW
+
+        program = compile_filter(args.drop, LINKTYPE_RAW)
+
+        def drop_matching(pkt: Any) -> None:
+            if program.matches(pkt.payload):
+                pkt.drop()
+
+        steps.append(drop_matching)
+    if args.exec is not None:
+        handle = _load_handler(args.exec)
+        from sockscope.divert import apply_result
+
+        steps.append(lambda pkt: apply_result(pkt, handle(pkt)))
+    if args.rewrite:
+        from sockscope.divert.rewrite import parse_rewrites, rewrite
+
+        changes = parse_rewrites(args.rewrite)
+        steps.append(lambda pkt: rewrite(pkt, changes))
+    if args.set_mark is not None:
+        mark = args.set_mark
+
+        def set_mark(pkt: Any) -> None:
+            pkt.mark = mark
+
+        steps.append(set_mark)
+    return steps
+
+
+def _load_handler(path: str) -> Callable[[Any], Any]:
+    import runpy
+
+    try:
+        namespace = runpy.run_path(path)
+    except FileNotFoundError:
+        raise UsageError(f"--exec {path}: no such file") from None
+    except Exception as exc:  # the user's file: its error is the message
+        raise UsageError(f"--exec {path}: {type(exc).__name__}: {exc}") from None
+    handle = namespace.get("handle")
+    if not callable(handle):
+        raise UsageError(f"--exec {path}: defines no handle(packet) function")
+    return handle  # type: ignore[no-any-return]
+
+
+def _show(pkt: Any, jsonl: bool) -> None:
+    verdict = pkt.verdict.name.lower() if pkt.verdict is not None else "pending"
+    if pkt._new_payload is not None and verdict == "accept":
+        verdict = "accept (rewritten)"
+    if jsonl:
+        line = output.dump_jsonl(
+            [
+                {
+                    "queue": pkt.queue,
+                    "id": pkt.id,
+                    "hook": pkt.hook,
+                    "mark": pkt.mark,
+                    "length": len(pkt.payload),
+                    "summary": pkt.summary(),
+                    "verdict": verdict,
+                }
+            ]
+        )
+    else:
+        line = f"q{pkt.queue} {pkt.hook:<7} {pkt.summary()} -> {verdict}\n"
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+def _report(stats: Any, error: str | None) -> None:
+    d = stats.to_dict()
+    parts = [f"{d['received']} received", f"{d['accepted']} accepted", f"{d['dropped']} dropped"]
+    for key, label in (
+        ("modified", "rewritten"),
+        ("repeated", "repeated"),
+        ("expired", "timed out"),
+        ("handler_errors", "handler errors"),
+        ("enobufs", "lost: socket buffer full (ENOBUFS)"),
+        ("queue_dropped", "lost: queue full"),
+        ("user_dropped", "lost: not delivered"),
+        ("verdict_errors", "verdicts refused"),
+    ):
+        if d[key]:
+            parts.append(f"{d[key]} {label}")
+    sys.stderr.write("sockscope divert: " + ", ".join(parts) + "\n")
+    if error:
+        sys.stderr.write(f"sockscope divert: first handler error: {error}\n")
