@@ -127,20 +127,19 @@ class Engine:
         try:
             self._nl.request(nfq.MSG_CONFIG, payload)
         except NetlinkError as exc:
-            if exc.errno == errno.EBUSY:
-                owner = self._queue_owner(queue)
-                raise SockscopeError(
-                    f"queue {queue} is already bound by another process{owner}; choose another --queue"
-                ) from exc
-            if exc.errno == errno.EPERM:
-                raise PermissionNeeded("divert needs CAP_NET_ADMIN (run as root)") from exc
+            # The kernel answers EPERM both to a caller without CAP_NET_ADMIN and to a
+            # bind of a queue another socket holds; the queue table tells them apart.
+            if exc.errno in (errno.EPERM, errno.EBUSY):
+                ours = self._nl.sock.getsockname()[0]
+                holder = [q.portid for q in self.kernel_stats() if q.queue == queue and q.portid != ours]
+                if holder:
+                    raise SockscopeError(
+                        f"queue {queue} is already bound by another process (netlink port {holder[0]}); "
+                        "choose another --queue"
+                    ) from exc
+                if exc.errno == errno.EPERM:
+                    raise PermissionNeeded("divert needs CAP_NET_ADMIN (run as root)") from exc
             raise SockscopeError(f"cannot {what} nfqueue {queue}: {exc.strerror}") from exc
-
-    def _queue_owner(self, queue: int) -> str:
-        for q in self.kernel_stats():
-            if q.queue == queue:
-                return f" (netlink port {q.portid})"
-        return ""
 
     def fileno(self) -> int:
         return self._sock.fileno()
