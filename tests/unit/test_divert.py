@@ -15,7 +15,7 @@ from sockscope.divert.session import queue_range
 from sockscope.errors import SockscopeError, UsageError
 from sockscope.netlink import nfqueue as nfq
 from sockscope.netlink.codec import iter_messages
-from sockscope.packets import ICMP, TCP, UDP, ICMPv6, IPv4, IPv6, LINKTYPE_RAW, decode, stack
+from sockscope.packets import ICMP, LINKTYPE_RAW, TCP, UDP, ICMPv6, IPv4, IPv6, decode, stack
 
 
 def test_rule_udp_dport() -> None:
@@ -180,7 +180,7 @@ def sent_verdicts(sock: FakeSocket) -> list[tuple[int, int, int, int | None, boo
     out = []
     for data in sock.sent:
         for msg in iter_messages(data):
-            queue, verdict, packet_id, mark, payload = nfq.parse_verdict(msg.payload)
+            _queue, verdict, packet_id, mark, payload = nfq.parse_verdict(msg.payload)
             out.append((msg.type & 0xFF, verdict, packet_id, mark, payload is not None))
     return out
 

@@ -15,7 +15,7 @@ import pytest
 
 from sockscope.netlink import nfqueue as nfq
 from sockscope.netlink.codec import NLMSG_ERROR, build_attr, error_code, iter_messages, parse_attrs
-from sockscope.packets import UDP, IPv4, IPv6, LINKTYPE_RAW, decode
+from sockscope.packets import LINKTYPE_RAW, UDP, IPv4, IPv6, decode
 
 DATA = Path(__file__).parent / "data" / "nfqueue"
 
