@@ -89,6 +89,7 @@ class Engine:
         self.stats = DivertStats()
         self.lock = threading.Lock()  # receive/flush/expire may run from a watchdog thread
         self._pending: dict[tuple[int, int], DivertPacket] = {}
+        self.last_receive = time.monotonic()
         self._bufsize = copy_range + 4096
         try:
             self._nl = NetlinkSocket(NETLINK_NETFILTER, rcvbuf=rcvbuf)
@@ -148,8 +149,12 @@ class Engine:
     def pending(self) -> int:
         return len(self._pending)
 
-    def receive(self) -> list[DivertPacket]:
-        """The packets waiting on the socket now (up to ``batch``); never blocks."""
+    def receive(self, *, watchdog: bool = False) -> list[DivertPacket]:
+        """The packets waiting on the socket now (up to ``batch``); never blocks.
+
+        The watchdog receives only when the caller has stopped receiving (see
+        `last_receive`); what it takes stays pending and expires to the default verdict.
+        """
         out: list[DivertPacket] = []
         recv = self._sock.recv
         bufsize = self._bufsize
@@ -157,6 +162,8 @@ class Engine:
         mtype_of = _TYPE.unpack_from
         msg_packet = nfq.MSG_PACKET
         now = time.monotonic()
+        if not watchdog:
+            self.last_receive = now
         with self.lock:
             pending = self._pending
             for _ in range(self.batch):

@@ -142,12 +142,18 @@ class Divert:
         self.close()
 
     def _watch(self) -> None:
-        # Expires forgotten packets while the caller's code is busy elsewhere; the
-        # engine lock makes it safe beside the caller's own receive/flush.
+        # Expires forgotten packets while the caller's code is busy elsewhere, and when
+        # the caller has stopped receiving altogether (a handler stuck for longer than
+        # the timeout) takes the waiting packets too, so they expire instead of piling
+        # up in the kernel. The engine lock makes it safe beside the caller.
         engine = self.engine
         assert engine is not None
         period = min(0.1, engine.timeout / 4)
         while not self._stop.wait(period):
+            if time.monotonic() - engine.last_receive > engine.timeout:
+                for _ in range(64):  # bounded: the caller may come back meanwhile
+                    if not engine.receive(watchdog=True):
+                        break
             engine.expire()
 
     # -- the packets ----------------------------------------------------------------
@@ -172,6 +178,8 @@ class Divert:
         wait = 0.2 if expiry is None else max(0.0, min(0.2, expiry - time.monotonic()))
         if engine.pending:
             wait = min(wait, 0.02)  # packets decided later (held ones) go out soon
+        wait = min(wait, engine.timeout / 2)
+        engine.last_receive = time.monotonic()  # idle, not stalled: the watchdog keeps off
         with contextlib.suppress(InterruptedError):
             select.select([engine], [], [], wait)
         engine.expire()
@@ -232,8 +240,10 @@ class Divert:
                     ready.clear()
                     expiry = engine.next_expiry()
                     wait = 0.2 if expiry is None else max(0.0, min(0.2, expiry - time.monotonic()))
+                    wait = min(0.02 if engine.pending else wait, engine.timeout / 2)
+                    engine.last_receive = time.monotonic()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(ready.wait(), 0.02 if engine.pending else wait)
+                        await asyncio.wait_for(ready.wait(), wait)
                     engine.expire()
                     continue
                 for pkt in packets:
