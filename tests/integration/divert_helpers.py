@@ -106,7 +106,7 @@ def start_sink(net: Net, port: int, duration: float) -> subprocess.Popen[str]:
 
 
 def sink_result(proc: subprocess.Popen[str]) -> list[tuple[bytes, str]]:
-    out, err = proc.communicate(timeout=30)
+    out, _err = proc.communicate(timeout=30)
     return [(bytes.fromhex(h), peer) for h, peer, _t in json.loads(out.strip().splitlines()[-1])]
 
 
