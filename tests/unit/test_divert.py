@@ -164,15 +164,15 @@ def fake_engine() -> tuple[Engine, FakeSocket]:
         batch=64,
         stats=DivertStats(),
         lock=threading.Lock(),
-        _pending={},
+        _pending=[],
         _sock=sock,
     )
     return engine, sock
 
 
 def add(engine: Engine, packet_id: int, received: float = 0.0) -> DivertPacket:
-    pkt = DivertPacket(engine, 7, packet_id, b"", received)
-    engine._pending[7, packet_id] = pkt
+    pkt = DivertPacket(7, packet_id, b"", received)
+    engine._pending.append(pkt)
     return pkt
 
 

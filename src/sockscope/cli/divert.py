@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="undecided packets get the default verdict after this long (default 1)",
     )
     p.add_argument(
-        "--maxlen", type=int, default=8192, metavar="N", help="queue length in the kernel (default 8192)"
+        "--maxlen", type=int, default=32768, metavar="N", help="queue length in the kernel (default 32768)"
     )
     p.add_argument("--count", type=int, metavar="N", help="stop after N packets")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")

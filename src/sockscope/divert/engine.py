@@ -27,7 +27,7 @@ from sockscope.netlink import nfqueue as nfq
 from sockscope.netlink.codec import NLMSG_ERROR, NetlinkError, error_code, iter_messages
 from sockscope.netlink.socket import NETLINK_NETFILTER, NetlinkSocket
 
-_TYPE = struct.Struct("=4xH")  # nlmsg_type
+_PACKET_TYPE = struct.pack("=H", nfq.MSG_PACKET)  # nlmsg_type as it sits at offset 4
 _FIRST = struct.Struct("!H2xHI")  # res_id (queue), first attribute's type (byte-swapped), packet id
 _PACKET_HDR_SWAPPED = nfq.NFQA_PACKET_HDR << 8  # nla_type is host order; read big-endian here
 _PROC_STATS = "/proc/net/netfilter/nfnetlink_queue"
@@ -72,7 +72,7 @@ class Engine:
         queues: list[int],
         *,
         copy_range: int = 0xFFFF,
-        maxlen: int = 8192,
+        maxlen: int = 32768,
         fail_open: bool = False,
         gso: bool = False,
         conntrack: bool = False,
@@ -88,7 +88,7 @@ class Engine:
         self.batch = batch
         self.stats = DivertStats()
         self.lock = threading.Lock()  # receive/flush/expire may run from a watchdog thread
-        self._pending: dict[tuple[int, int], DivertPacket] = {}
+        self._pending: list[DivertPacket] = []  # arrival order = id order per queue
         self.last_receive = time.monotonic()
         self._bufsize = copy_range + 4096
         try:
@@ -159,13 +159,12 @@ class Engine:
         recv = self._sock.recv
         bufsize = self._bufsize
         first = _FIRST.unpack_from
-        mtype_of = _TYPE.unpack_from
-        msg_packet = nfq.MSG_PACKET
+        packet_type = _PACKET_TYPE
+        append = out.append
         now = time.monotonic()
         if not watchdog:
             self.last_receive = now
         with self.lock:
-            pending = self._pending
             for _ in range(self.batch):
                 try:
                     data = recv(bufsize)
@@ -176,14 +175,14 @@ class Engine:
                         self.stats.enobufs += 1
                         continue
                     raise
-                if len(data) >= 28 and mtype_of(data)[0] == msg_packet:
+                # One message per read, the packet header first: read the id in place.
+                if data[4:6] == packet_type and len(data) >= 28:
                     queue, atype, packet_id = first(data, 18)
                     if atype == _PACKET_HDR_SWAPPED:
-                        pkt = DivertPacket(self, queue, packet_id, data, now)
-                        pending[queue, packet_id] = pkt
-                        out.append(pkt)
+                        append(DivertPacket(queue, packet_id, data, now))
                         continue
                 self._slow_path(data, out, now)
+            self._pending += out
             self.stats.received += len(out)
         return out
 
@@ -194,13 +193,9 @@ class Engine:
                     self.stats.verdict_errors += 1
             elif msg.type == nfq.MSG_PACKET:
                 info = nfq.parse_packet(msg.payload)
-                pkt = DivertPacket(self, info.queue, info.packet_id, bytes(msg.payload.obj), now)
+                pkt = DivertPacket(info.queue, info.packet_id, bytes(msg.payload.obj), now)
                 pkt._info = info
-                self._pending[info.queue, info.packet_id] = pkt
                 out.append(pkt)
-
-    def decided(self, pkt: DivertPacket) -> None:
-        """Called by a packet when it gets its verdict; sending waits for `flush`."""
 
     def flush(self) -> int:
         """Send the verdicts given so far; returns how many packets they cover."""
@@ -212,52 +207,52 @@ class Engine:
         if not pending:
             return 0
         msgs: list[bytes] = []
-        done: list[tuple[int, int]] = []
+        undecided: list[DivertPacket] = []
         blocked: set[int] = set()  # queues with an undecided packet: no batch past it
-        runs: dict[int, tuple[int, Verdict, int | None]] = {}  # queue -> (last id, verdict, mark)
-        stats = self.stats
-        for key, pkt in pending.items():
+        runs: dict[int, list[int]] = {}  # queue -> [last id, verdict, mark or -1]
+        counts = [0] * 5  # by verdict number
+        modified = 0
+        batch_message = nfq.batch_verdict_message
+        for pkt in pending:
             verdict = pkt.verdict
-            queue = key[0]
+            queue = pkt.queue
             if verdict is None:
                 blocked.add(queue)
+                undecided.append(pkt)
                 continue
-            done.append(key)
-            if verdict is Verdict.ACCEPT:
-                stats.accepted += 1
-            elif verdict is Verdict.DROP:
-                stats.dropped += 1
-            else:
-                stats.repeated += 1
+            counts[verdict] += 1
             new_payload = pkt._new_payload
             if new_payload is None and queue not in blocked:
-                run = runs.get(queue)
                 mark = pkt._new_mark
-                if run is not None and (run[1] is not verdict or run[2] != mark):
-                    msgs.append(nfq.batch_verdict_message(queue, run[0], run[1], mark=run[2]))
-                runs[queue] = (pkt.id, verdict, mark)
+                mark_key = -1 if mark is None else mark
+                run = runs.get(queue)
+                if run is not None and run[1] == verdict and run[2] == mark_key:
+                    run[0] = pkt.id
+                    continue
+                if run is not None:
+                    msgs.append(batch_message(queue, run[0], run[1], mark=None if run[2] < 0 else run[2]))
+                runs[queue] = [pkt.id, verdict, mark_key]
                 continue
             run = runs.pop(queue, None)
             if run is not None:
-                msgs.append(nfq.batch_verdict_message(queue, run[0], run[1], mark=run[2]))
-            if new_payload is not None and verdict is not Verdict.DROP:
-                stats.modified += 1
-            msgs.append(
-                nfq.verdict_message(
-                    queue,
-                    pkt.id,
-                    verdict,
-                    mark=pkt._new_mark,
-                    payload=new_payload if verdict is not Verdict.DROP else None,
-                )
-            )
+                msgs.append(batch_message(queue, run[0], run[1], mark=None if run[2] < 0 else run[2]))
+            if verdict == Verdict.DROP:
+                new_payload = None
+            elif new_payload is not None:
+                modified += 1
+            msgs.append(nfq.verdict_message(queue, pkt.id, verdict, mark=pkt._new_mark, payload=new_payload))
         for queue, run in runs.items():
-            msgs.append(nfq.batch_verdict_message(queue, run[0], run[1], mark=run[2]))
-        for key in done:
-            del pending[key]
+            msgs.append(batch_message(queue, run[0], run[1], mark=None if run[2] < 0 else run[2]))
+        done = len(pending) - len(undecided)
+        self._pending = undecided
+        stats = self.stats
+        stats.accepted += counts[Verdict.ACCEPT]
+        stats.dropped += counts[Verdict.DROP]
+        stats.repeated += counts[Verdict.REPEAT]
+        stats.modified += modified
         if msgs:
             self._send(b"".join(msgs))
-        return len(done)
+        return done
 
     def _send(self, data: bytes) -> None:
         # Netlink takes a whole buffer of messages in one skb or fails with ENOBUFS/EAGAIN
@@ -277,7 +272,7 @@ class Engine:
     def next_expiry(self) -> float | None:
         """When the oldest undecided packet reaches the timeout (monotonic), or None."""
         with self.lock:
-            for pkt in self._pending.values():
+            for pkt in self._pending:
                 if pkt.verdict is None:
                     return pkt.received + self.timeout
         return None
@@ -289,7 +284,7 @@ class Engine:
         limit = now - self.timeout
         n = 0
         with self.lock:
-            for pkt in self._pending.values():
+            for pkt in self._pending:
                 if pkt.verdict is None:
                     if not everything and pkt.received > limit:
                         break  # arrival order: the rest are younger

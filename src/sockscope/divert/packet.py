@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sockscope.errors import SockscopeError
 from sockscope.netlink.nfqueue import NF_ACCEPT, NF_DROP, NF_REPEAT, QueuedPacket, parse_packet
@@ -28,6 +28,9 @@ class Verdict(enum.IntEnum):
     DROP = NF_DROP
     ACCEPT = NF_ACCEPT
     REPEAT = NF_REPEAT  # run the hook again from the start (change the mark, or it loops)
+
+
+_ACCEPT = Verdict.ACCEPT
 
 
 class InvalidPayload(SockscopeError, ValueError):
@@ -121,15 +124,13 @@ class DivertPacket:
         "_new_mark",
         "_new_payload",
         "_packet",
-        "_sink",
         "id",
         "queue",
         "received",
         "verdict",
     )
 
-    def __init__(self, sink: Any, queue: int, packet_id: int, msg: bytes, received: float) -> None:
-        self._sink = sink  # the engine: told when a verdict is given
+    def __init__(self, queue: int, packet_id: int, msg: bytes, received: float) -> None:
         self.queue = queue
         self.id = packet_id
         self._msg = msg  # the whole netlink message, parsed on demand
@@ -209,8 +210,11 @@ class DivertPacket:
         self._new_payload = fixed
         self._packet = None
 
+    # The engine sends verdicts at its next flush. accept() is the hot path: inlined.
     def accept(self) -> None:
-        self._decide(Verdict.ACCEPT)
+        if self.verdict is not None:
+            self._twice()
+        self.verdict = _ACCEPT
 
     def drop(self) -> None:
         self._decide(Verdict.DROP)
@@ -220,9 +224,12 @@ class DivertPacket:
 
     def _decide(self, verdict: Verdict) -> None:
         if self.verdict is not None:
-            raise SockscopeError(f"packet {self.id} already has a verdict ({self.verdict.name.lower()})")
+            self._twice()
         self.verdict = verdict
-        self._sink.decided(self)
+
+    def _twice(self) -> None:
+        assert self.verdict is not None
+        raise SockscopeError(f"packet {self.id} already has a verdict ({self.verdict.name.lower()})")
 
     def __repr__(self) -> str:
         state = self.verdict.name.lower() if self.verdict is not None else "pending"

@@ -72,7 +72,7 @@ class Divert:
         conntrack: bool = False,
         uid_gid: bool = False,
         copy_range: int = 0xFFFF,
-        maxlen: int = 8192,
+        maxlen: int = 32768,
         default: Verdict = Verdict.ACCEPT,
         timeout: float = 1.0,
         batch: int = 256,
