@@ -3,19 +3,28 @@
 # in .venv with sockscope installed. Idempotent: a second run installs nothing.
 #   scripts/setup.sh          what `sockscope` needs
 #   scripts/setup.sh --test   plus what the test suite and benchmarks need
+#   scripts/setup.sh --bench  plus the divert benchmark's extras: trafgen and
+#                             python-netfilterqueue (built in .venv only, not a dependency)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
+want_bench=0
 [ "${1:-}" = "--test" ] && want_test=1
+[ "${1:-}" = "--bench" ] && want_test=1 && want_bench=1
 
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor).
-apt_pkgs=(python3 python3-venv iproute2)
+# iptables: divert steers packets to its queue with iptables-nft's NFQUEUE target.
+apt_pkgs=(python3 python3-venv iproute2 iptables)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
     apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+fi
+if [ "$want_bench" = 1 ]; then
+    # netsniff-ng: trafgen; the rest builds python-netfilterqueue (bench/divert.py's anchor).
+    apt_pkgs+=(netsniff-ng libnetfilter-queue-dev build-essential python3-dev)
 fi
 
 missing=()
@@ -49,6 +58,9 @@ stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
     touch "$stamp"
+fi
+if [ "$want_bench" = 1 ] && ! .venv/bin/python -c "import netfilterqueue" 2>/dev/null; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check NetfilterQueue
 fi
 if [ ! -f .venv/.compiled ] || [ -n "$(find src -name "*.py" -newer .venv/.compiled -print -quit)" ]; then
     .venv/bin/python -m compileall -q src >/dev/null
