@@ -350,3 +350,23 @@ def test_python_api_and_asyncio(topology: Topology) -> None:
     proc.wait(timeout=10)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     assert divert_chains(topology, net.router) == []
+
+
+def test_workers_share_a_queue_range(topology: Topology) -> None:
+    net = build(topology)
+    before = firewall(topology, net.router)
+    args = ["--rule", "udp dport 5000 forward", "--queue-balance", "0:3", "--workers", "2", "--print"]
+    div = start_divert(net, *args)
+    queues = topology.run(net.router, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout.splitlines()
+    assert sorted(int(line.split()[0]) for line in queues) == [0, 1, 2, 3]
+    assert len({line.split()[1] for line in queues}) == 2  # two processes, two queues each
+    sink = start_sink(net, 5000, 1.5)
+    texts = [f"w{i}" for i in range(20)]
+    send(net, net.line.right_addr, 5000, *texts)
+    got = sink_result(sink)
+    out, err, rc = stop(div)
+    assert rc == 0, err
+    assert sorted(d for d, _ in got) == sorted(t.encode() for t in texts)
+    assert len(out.splitlines()) == 20 and "20 received, 20 accepted" in err
+    assert firewall(topology, net.router) == before
+    assert topology.run(net.router, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout == ""

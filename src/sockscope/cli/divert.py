@@ -35,7 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rule", metavar="RULE", help=RULE_HELP)
     p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
     p.add_argument(
-        "--queue-balance", metavar="A:B", help="spread over queues A..B (one per CPU), all bound here"
+        "--queue-balance",
+        metavar="A:B",
+        help="spread over queues A..B (one per CPU), read by --workers processes",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --queue-balance: N processes, each reading its share of the queues (default 1)",
     )
     p.add_argument("--print", action="store_true", help="print each packet and its verdict")
     p.add_argument("--jsonl", action="store_true", help="with --print: one JSON object per packet")
@@ -126,21 +135,65 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         session.stop()
 
+    until = None if deadline is None else lambda: time.monotonic() > deadline
+    if args.workers != 1:
+        return _run_workers(args, handler, until)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with session:
             for name in session.leftovers_removed:
                 sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
             try:
-                session.run(handler, until=None if deadline is None else lambda: time.monotonic() > deadline)
+                session.run(handler, until=until)
             except KeyboardInterrupt:
                 pass
-            stats = session.stats()
-            error = session.last_error
+            kernel = session.stats().kernel  # while the queue is bound
+        stats = session.stats()  # after close: packets given the default verdict at exit too
+        stats.kernel = kernel
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    _report(stats, error)
+    _report(stats, session.last_error)
+    return 0
+
+
+def _run_workers(
+    args: argparse.Namespace, handler: Callable[[Any], None], until: Callable[[], bool] | None
+) -> int:
+    from sockscope.divert import Verdict
+    from sockscope.divert.session import queue_range
+    from sockscope.divert.workers import Workers
+
+    if args.queue_balance is None:
+        raise UsageError("--workers needs --queue-balance A:B (each worker reads its share of the queues)")
+    if args.count is not None:
+        raise UsageError("--count counts in one process: use it without --workers")
+    workers = Workers(
+        args.rule,
+        queue_range(args.queue, args.queue_balance),
+        args.workers,
+        bypass=args.bypass,
+        fail_open=args.fail_open,
+        gso=args.gso,
+        default=Verdict[args.default.upper()],
+        timeout=args.timeout,
+        maxlen=args.maxlen,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        workers.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        stats = workers.run(handler, until=until)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    for name in workers.leftovers_removed:
+        sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
+    _report(stats, workers.first_error)
     return 0
 
 
