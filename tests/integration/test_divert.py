@@ -3,6 +3,7 @@ the forward hook (or in a host), UDP and TCP, IPv4 and IPv6."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -370,3 +371,23 @@ def test_workers_share_a_queue_range(topology: Topology) -> None:
     assert len(out.splitlines()) == 20 and "20 received, 20 accepted" in err
     assert firewall(topology, net.router) == before
     assert topology.run(net.router, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout == ""
+
+
+def test_jsonl_uid_gid_and_a_cut_packet_is_not_rewritten(topology: Topology) -> None:
+    net = build(topology)
+    args = ["--rule", "udp dport 5000 output", "--uid-gid", "--print", "--jsonl", "--count", "1"]
+    div = start_divert(net, *args, "--copy-range", "30", "--rewrite", "payload=x", ns=net.left)
+    sink = start_sink(net, 5000, 1.0)
+    sender = f"echo hello > /dev/udp/{net.line.right_addr}/5000"
+    topology.run(
+        net.left, "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "bash", "-c", sender
+    )
+    got = sink_result(sink)
+    out, err = div.communicate(timeout=10)
+    assert div.returncode == 0, err
+    assert [d for d, _ in got] == [b"hello\n"]  # the default verdict: unchanged
+    record = json.loads(out)
+    assert record["hook"] == "output" and record["out"] == "eth0" and record["in"] is None
+    assert (record["uid"], record["gid"]) == (65534, 65534)
+    assert record["length"] == 20 + 8 + 6 and record["verdict"] == "accept" and not record["rewritten"]
+    assert "1 handler errors" in err and "cut at the copy range" in err

@@ -4,6 +4,7 @@ how the engine groups verdicts into batch messages."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,6 +145,11 @@ def test_fix_packet_rejects_non_ip(bad: bytes) -> None:
         fix_packet(bad)
 
 
+# A real queued packet (tests/unit/data/nfqueue): what the packet's lazy fields parse.
+RECORDED = (Path(__file__).parent / "data" / "nfqueue" / "packet4.bin").read_bytes()
+CUT = (Path(__file__).parent / "data" / "nfqueue" / "capped.bin").read_bytes()
+
+
 class FakeSocket:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
@@ -171,7 +177,7 @@ def fake_engine() -> tuple[Engine, FakeSocket]:
 
 
 def add(engine: Engine, packet_id: int, received: float = 0.0) -> DivertPacket:
-    pkt = DivertPacket(7, packet_id, b"", received)
+    pkt = DivertPacket(7, packet_id, RECORDED, received)
     engine._pending.append(pkt)
     return pkt
 
@@ -259,3 +265,18 @@ def test_handler_bytes_result_is_a_new_payload() -> None:
     for bad in ("maybe", 42):
         with pytest.raises(UsageError):
             apply_result(add(engine, 2 + len(str(bad))), bad)
+
+
+def test_recorded_packet_decodes_lazily() -> None:
+    engine, _ = fake_engine()
+    pkt = add(engine, 1)
+    assert pkt.hook == "output" and pkt.mark == 0x2A and pkt[UDP].dport == 5000
+    assert "127.0.0.1" in pkt.summary()
+    pkt.mark = 1
+    assert pkt.mark == 1 and pkt.info.mark == 0x2A
+
+
+def test_a_packet_cut_at_the_copy_range_cannot_be_replaced() -> None:
+    pkt = DivertPacket(7, 1, CUT, 0.0)
+    with pytest.raises(InvalidPayload, match="copy range"):
+        pkt.set_payload(udp4())

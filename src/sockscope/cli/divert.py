@@ -61,6 +61,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bypass", action="store_true", help="packets pass while no program listens on the queue")
     p.add_argument("--fail-open", action="store_true", help="packets pass when the queue is full")
     p.add_argument("--gso", action="store_true", help="take GSO packets whole (no forced segmentation)")
+    p.add_argument("--uid-gid", action="store_true", help="ask the kernel for the sending socket's uid/gid")
+    p.add_argument("--conntrack", action="store_true", help="ask the kernel for the conntrack state")
+    p.add_argument(
+        "--copy-range",
+        type=int,
+        default=0xFFFF,
+        metavar="BYTES",
+        help="copy at most this much of each packet (default 65535; cut packets cannot be rewritten)",
+    )
     p.add_argument(
         "--default",
         choices=("accept", "drop"),
@@ -98,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.rule:
         raise UsageError("--rule is required, e.g. --rule 'udp dport 5000'")
-    for name in ("count", "maxlen"):
+    for name in ("count", "maxlen", "copy_range"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.copy_range > 0xFFFF:
+        raise UsageError("--copy-range is at most 65535")
     steps = _build_steps(args)
     session = Divert(
         args.rule,
@@ -109,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         bypass=args.bypass,
         fail_open=args.fail_open,
         gso=args.gso,
+        uid_gid=args.uid_gid,
+        conntrack=args.conntrack,
+        copy_range=args.copy_range,
         default=Verdict[args.default.upper()],
         timeout=args.timeout,
         maxlen=args.maxlen,
@@ -117,34 +131,34 @@ def run(args: argparse.Namespace) -> int:
     deadline = None if args.duration is None else time.monotonic() + args.duration
 
     def handler(pkt: Any) -> None:
+        for step in steps:
+            step(pkt)
+            if pkt.verdict is not None:
+                break
+        if pkt.verdict is None:
+            pkt.accept()
+
+    def after(pkt: Any) -> None:  # the verdict is settled, a handler error's default included
         nonlocal seen
         seen += 1
-        try:
-            for step in steps:
-                step(pkt)
-                if pkt.verdict is not None:
-                    break
-            if pkt.verdict is None:
-                pkt.accept()
-        finally:
-            if args.print:
-                _show(pkt, args.jsonl)
-            if seen == args.count:
-                session.stop()
+        if args.print:
+            _show(pkt, args.jsonl)
+        if seen == args.count:
+            session.stop()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         session.stop()
 
     until = None if deadline is None else lambda: time.monotonic() > deadline
     if args.workers != 1:
-        return _run_workers(args, handler, until)
+        return _run_workers(args, handler, until, after)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         with session:
             for name in session.leftovers_removed:
                 sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
             try:
-                session.run(handler, until=until)
+                session.run(handler, until=until, after=after)
             except KeyboardInterrupt:
                 pass
             kernel = session.stats().kernel  # while the queue is bound
@@ -158,7 +172,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_workers(
-    args: argparse.Namespace, handler: Callable[[Any], None], until: Callable[[], bool] | None
+    args: argparse.Namespace,
+    handler: Callable[[Any], None],
+    until: Callable[[], bool] | None,
+    after: Callable[[Any], None],
 ) -> int:
     from sockscope.divert import Verdict
     from sockscope.divert.session import queue_range
@@ -175,6 +192,9 @@ def _run_workers(
         bypass=args.bypass,
         fail_open=args.fail_open,
         gso=args.gso,
+        uid_gid=args.uid_gid,
+        conntrack=args.conntrack,
+        copy_range=args.copy_range,
         default=Verdict[args.default.upper()],
         timeout=args.timeout,
         maxlen=args.maxlen,
@@ -185,7 +205,7 @@ def _run_workers(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        stats = workers.run(handler, until=until)
+        stats = workers.run(handler, until=until, after=after)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -245,26 +265,44 @@ def _load_handler(path: str) -> Callable[[Any], Any]:
     return handle  # type: ignore[no-any-return]
 
 
+_ifname: Callable[[int], str | None] | None = None
+
+
+def _interface(index: int | None) -> str | None:
+    global _ifname
+    if index is None:
+        return None
+    if _ifname is None:
+        from sockscope.platform.linux import ifname_lookup
+
+        _ifname = ifname_lookup()
+    return _ifname(index) or str(index)
+
+
 def _show(pkt: Any, jsonl: bool) -> None:
     verdict = pkt.verdict.name.lower() if pkt.verdict is not None else "pending"
-    if pkt._new_payload is not None and verdict == "accept":
-        verdict = "accept (rewritten)"
+    rewritten = pkt._new_payload is not None and verdict == "accept"
     if jsonl:
-        line = output.dump_jsonl(
-            [
-                {
-                    "queue": pkt.queue,
-                    "id": pkt.id,
-                    "hook": pkt.hook,
-                    "mark": pkt.mark,
-                    "length": len(pkt.payload),
-                    "summary": pkt.summary(),
-                    "verdict": verdict,
-                }
-            ]
-        )
+        info = pkt.info
+        record = {
+            "queue": pkt.queue,
+            "id": pkt.id,
+            "hook": pkt.hook,
+            "in": _interface(info.indev),
+            "out": _interface(info.outdev),
+            "mark": pkt.mark,
+            "uid": info.uid,
+            "gid": info.gid,
+            "length": info.wire_len,
+            "summary": pkt.summary(),
+            "verdict": verdict,
+            "rewritten": rewritten,
+        }
+        line = output.dump_jsonl([record])
     else:
-        line = f"q{pkt.queue} {pkt.hook:<7} {pkt.summary()} -> {verdict}\n"
+        line = (
+            f"q{pkt.queue} {pkt.hook:<7} {pkt.summary()} -> {verdict}{' (rewritten)' if rewritten else ''}\n"
+        )
     sys.stdout.write(line)
     sys.stdout.flush()
 

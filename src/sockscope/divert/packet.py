@@ -204,6 +204,11 @@ class DivertPacket:
         """Replace the packet. With ``checksums`` lengths and checksums are recomputed;
         without, the bytes must already be a consistent IP packet. InvalidPayload if not
         an IP packet. The verdict still has to be given (``accept()``)."""
+        if self.info.cap_len is not None:
+            raise InvalidPayload(
+                f"packet {self.id} was cut at the copy range ({len(self.info.payload)} of "
+                f"{self.info.cap_len} bytes): its payload cannot be replaced"
+            )
         data = bytes(data)
         fixed = fix_packet(data) if checksums else data
         validate_packet(fixed)

@@ -184,9 +184,15 @@ class Divert:
             select.select([engine], [], [], wait)
         engine.expire()
 
-    def run(self, handler: Handler, until: Callable[[], bool] | None = None) -> None:
+    def run(
+        self,
+        handler: Handler,
+        until: Callable[[], bool] | None = None,
+        after: Callable[[DivertPacket], None] | None = None,
+    ) -> None:
         """Give each packet to ``handler`` (see `apply_result`) until ``until()`` is true
-        or the session stops. A handler that raises: the default verdict, counted."""
+        or the session stops. A handler that raises: the default verdict, counted.
+        ``after(pkt)`` sees each packet once its verdict is settled (e.g. to print it)."""
         engine = self._require()
         while not self._stop.is_set() and (until is None or not until()):
             packets = engine.receive()
@@ -196,6 +202,8 @@ class Divert:
                 continue
             for pkt in packets:
                 self.handle(pkt, handler)
+                if after is not None:
+                    after(pkt)
             engine.flush()
 
     def handle(self, pkt: DivertPacket, handler: Handler) -> None:

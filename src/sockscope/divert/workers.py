@@ -21,6 +21,7 @@ from typing import Any
 
 from sockscope.divert.engine import DivertStats, own_identity
 from sockscope.divert.firewall import clean_leftovers, install
+from sockscope.divert.packet import DivertPacket
 from sockscope.divert.rule import Rule, parse_rule
 from sockscope.divert.session import Divert, Handler
 from sockscope.errors import SockscopeError, UsageError
@@ -59,14 +60,19 @@ class Workers:
     def stop(self) -> None:
         self._stop = True
 
-    def run(self, handler: Handler, until: Callable[[], bool] | None = None) -> DivertStats:
+    def run(
+        self,
+        handler: Handler,
+        until: Callable[[], bool] | None = None,
+        after: Callable[[DivertPacket], None] | None = None,
+    ) -> DivertStats:
         """Fork the workers, install the rules once all are bound, wait for `stop()`,
         ``until()`` or a worker's death; returns the workers' counters summed."""
         children: dict[int, int] = {}  # pid -> read end of its pipe
         installed = None
         try:
             for share in self.shares:
-                pid, fd = self._fork(share, handler)
+                pid, fd = self._fork(share, handler, after)
                 children[pid] = fd
             self._wait_ready(children)
             self.leftovers_removed = clean_leftovers()
@@ -81,14 +87,16 @@ class Workers:
                 results = self._collect(children)
         return results
 
-    def _fork(self, share: list[int], handler: Handler) -> tuple[int, int]:
+    def _fork(
+        self, share: list[int], handler: Handler, after: Callable[[DivertPacket], None] | None
+    ) -> tuple[int, int]:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the worker: never returns
             os.close(read_fd)
             code = 0
             try:
-                code = _worker(write_fd, share, handler, self.options)
+                code = _worker(write_fd, share, handler, after, self.options)
             finally:
                 os._exit(code)
         os.close(write_fd)
@@ -132,7 +140,13 @@ class Workers:
         return total
 
 
-def _worker(fd: int, share: list[int], handler: Handler, options: dict[str, Any]) -> int:
+def _worker(
+    fd: int,
+    share: list[int],
+    handler: Handler,
+    after: Callable[[DivertPacket], None] | None,
+    options: dict[str, Any],
+) -> int:
     out = os.fdopen(fd, "w", buffering=1)
     session = Divert(None, share[0], queue_balance=(share[0], share[-1]), **options)
     # Only the parent stops a worker (after removing the rules): terminal and group
@@ -148,7 +162,7 @@ def _worker(fd: int, share: list[int], handler: Handler, options: dict[str, Any]
         return 1
     try:
         out.write("ready\n")
-        session.run(handler)
+        session.run(handler, after=after)
     finally:
         kernel = session.stats().kernel  # while the queues are still bound
         session.close()
