@@ -391,3 +391,55 @@ def test_jsonl_uid_gid_and_a_cut_packet_is_not_rewritten(topology: Topology) -> 
     assert (record["uid"], record["gid"]) == (65534, 65534)
     assert record["length"] == 20 + 8 + 6 and record["verdict"] == "accept" and not record["rewritten"]
     assert "1 handler errors" in err and "cut at the copy range" in err
+
+
+NFT_CHECK = r"""
+import sys
+from sockscope.divert import parse_rule
+from sockscope.divert.firewall import install
+from sockscope.divert.nftables import queue_statement_available, render
+from sockscope.errors import SockscopeError
+
+# Every rule form rendered for nft must be accepted by the real nft; with "accept"
+# in place of the queue statement this works on any kernel.
+RULES = ["udp dport 5000", "port 53 iif eth0 forward", "ip6 not host 2001:db8::1",
+         "tcp sport 1-1024 mark 7/0xf"]
+for text in RULES:
+    print(render(parse_rule(text), "sockscope_check", "counter accept"), flush=True)
+available = queue_statement_available()
+try:
+    installed = install(parse_rule("udp dport 5000"), [0], True, 1, 1, backend="nft")
+except SockscopeError as exc:
+    print("unavailable", available, exc)
+else:
+    installed.remove()
+    print("available", available)
+"""
+
+
+def test_nft_backend_matches_its_probe(topology: Topology) -> None:
+    net = build(topology)
+    out = topology.run(net.router, sys.executable, "-c", NFT_CHECK).stdout
+    scripts, _, verdict = out.rpartition("}\n")
+    for script in (scripts + "}\n").split("\n\n"):
+        if script.strip():
+            topology.run(net.router, "nft", "-f", "-", input=script)
+            topology.run(net.router, "nft", "delete", "table", "inet", "sockscope_check")
+    words = verdict.split()
+    # The probe said whether the nft queue statement works; installing agrees.
+    assert (words[0], words[1]) in (("available", "True"), ("unavailable", "False")), verdict
+    if words[0] == "unavailable":
+        assert "nft failed" in verdict
+    assert "sockscope_divert" not in topology.run(net.router, "nft", "list", "tables").stdout
+
+
+def test_cleanup_removes_dead_owners_nft_tables_only(topology: Topology) -> None:
+    net = build(topology)
+    ours = os.getpid()
+    start = int(Path(f"/proc/{ours}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    dead, live = "sockscope_divert_0_999999_1", f"sockscope_divert_1_{ours}_{start}"
+    for name in (dead, live):
+        topology.run(net.router, "nft", "add", "table", "inet", name)
+    cleanup = topology.run(net.router, sys.executable, "-m", "sockscope", "divert", "--cleanup")
+    assert cleanup.stdout == f"removed inet table {dead}\n"
+    assert topology.run(net.router, "nft", "list", "tables").stdout.split() == ["table", "inet", live]

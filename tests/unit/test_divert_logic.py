@@ -280,3 +280,28 @@ def test_a_packet_cut_at_the_copy_range_cannot_be_replaced() -> None:
     pkt = DivertPacket(7, 1, CUT, 0.0)
     with pytest.raises(InvalidPayload, match="copy range"):
         pkt.set_payload(udp4())
+
+
+def test_nft_rendering() -> None:
+    from sockscope.divert.nftables import queue_statement, render
+
+    assert queue_statement([3], bypass=True) == "queue num 3 bypass"
+    assert queue_statement([0, 1, 2, 3], bypass=False) == "queue num 0-3 fanout"
+    rule = parse_rule("port 53 iif eth0 mark 0x10/0xff")
+    assert render(rule, "t", "queue num 0").splitlines() == [
+        "table inet t {",
+        "  chain input {",
+        "    type filter hook input priority 0; policy accept;",
+        *(
+            f"    meta nfproto {fam} meta l4proto {proto} "
+            f'iifname "eth0" meta mark and 0xff == 0x10 th {side} 53 queue num 0'
+            for fam in ("ipv4", "ipv6")
+            for proto in ("tcp", "udp")
+            for side in ("sport", "dport")
+        ),
+        "  }",
+        "}",
+    ]
+    assert parse_rule("ip6 not host 2001:db8::1 forward").nft_matches(6) == [
+        "meta nfproto ipv6 ip6 saddr != 2001:db8::1/128 ip6 daddr != 2001:db8::1/128"
+    ]

@@ -1,8 +1,9 @@
 """The steering rules: installed by sockscope, owned by sockscope, removed by sockscope.
 
-The nft ``queue`` statement is not built into every kernel (it is not into the one
+Where the kernel has the nft ``queue`` statement the rules are one nft table of
+their own (`divert.nftables`). It is not built into every kernel (not into the one
 this was written on), while iptables-nft's NFQUEUE target works wherever iptables
-does, so the rules go through ``iptables-restore``/``ip6tables-restore``:
+does, so there the rules go through ``iptables-restore``/``ip6tables-restore``:
 
 * one chain per hook, ``SOCKSCOPE-DIVERT-<queue>-IN|OUT|FWD`` in table ``filter``,
   holding the ``--rule`` matches with ``-j NFQUEUE``, jumped to from the first
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from sockscope.divert import nftables
 from sockscope.divert.engine import process_start_time
 from sockscope.divert.rule import Rule
 from sockscope.errors import PermissionNeeded, SockscopeError
@@ -57,14 +59,26 @@ def _run(family: int, what: str, script: str | None = None) -> str:
 
 @dataclass
 class Installed:
-    """What one divert put into the firewall, per family: the script that removes it."""
+    """What one divert put into the firewall: per family the iptables script that
+    removes it, or the nft table (nft backend)."""
 
     comment: str
     removal: dict[int, str] = field(default_factory=dict)
+    nft_table: str | None = None
+
+    @property
+    def backend(self) -> str:
+        return "nft" if self.nft_table is not None else "iptables"
 
     def remove(self) -> None:
         """Remove exactly what was installed; every family is tried, errors joined."""
         errors = []
+        if self.nft_table is not None:
+            table, self.nft_table = self.nft_table, None
+            try:
+                nftables.remove(table)
+            except SockscopeError as exc:
+                errors.append(str(exc))
         while self.removal:
             family, script = self.removal.popitem()
             try:
@@ -84,9 +98,19 @@ def queue_target(queues: list[int], bypass: bool) -> list[str]:
     return ["-j", "NFQUEUE", *args, *(["--queue-bypass"] if bypass else [])]
 
 
-def install(rule: Rule, queues: list[int], bypass: bool, pid: int, start: int) -> Installed:
-    """Install the steering rules for ``rule``; nothing is left behind if it fails."""
+def install(
+    rule: Rule, queues: list[int], bypass: bool, pid: int, start: int, backend: str | None = None
+) -> Installed:
+    """Install the steering rules for ``rule``; nothing is left behind if it fails.
+
+    ``backend`` "nft" or "iptables"; None: nft where the kernel has its ``queue``
+    statement (probed once per namespace), iptables-nft's NFQUEUE elsewhere.
+    """
     comment = f"sockscope divert pid={pid} start={start}"
+    if backend is None:
+        backend = "nft" if nftables.queue_statement_available() else "iptables"
+    if backend == "nft":
+        return Installed(comment, nft_table=nftables.install(rule, queues, bypass, pid, start))
     installed = Installed(comment)
     target = queue_target(queues, bypass)
     for family in rule.families:
@@ -121,12 +145,18 @@ def _removal_script(comment: str, jumps: list[tuple[str, str]]) -> str:
     return "\n".join([*lines, "COMMIT"]) + "\n"
 
 
-def clean_leftovers(families: tuple[int, ...] = (4, 6)) -> list[str]:
-    """Remove divert chains whose owner process is gone; returns their names.
+def _dead(pid: int, start: int) -> bool:
+    return process_start_time(pid) != start
 
-    Chains of live owners (another divert running now) are left alone.
+
+def clean_leftovers(families: tuple[int, ...] = (4, 6)) -> list[str]:
+    """Remove divert chains and nft tables whose owner process is gone; returns their
+    names. Those of live owners (another divert running now) are left alone.
     """
     removed = []
+    for table in nftables.leftover_tables(_dead):
+        nftables.remove(table)
+        removed.append(f"inet table {table}")
     for family in families:
         try:
             saved = _run(family, "save")
@@ -148,7 +178,7 @@ def clean_leftovers(families: tuple[int, ...] = (4, 6)) -> list[str]:
                 owners[jump.group(3)] = (int(m.group(1)), int(m.group(2)))
             else:
                 owners.setdefault(line.split()[1], (int(m.group(1)), int(m.group(2))))
-        stale = [c for c in chains if c in owners and process_start_time(owners[c][0]) != owners[c][1]]
+        stale = [c for c in chains if c in owners and _dead(*owners[c])]
         if not stale:
             continue
         lines = [f"*{TABLE}"]

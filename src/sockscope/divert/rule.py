@@ -58,33 +58,62 @@ class Rule:
     terms: list[Term] = field(default_factory=list)
     either: list[Term] = field(default_factory=list)  # port/host: sport-or-dport, saddr-or-daddr
 
-    def variants(self, family: int) -> list[list[str]]:
-        """iptables match arguments for one family: one list per firewall rule."""
+    def alternatives(self) -> list[tuple[str | None, list[Term]]]:
+        """(protocol, terms) of each firewall rule this rule becomes (all must be matched
+        by one of them): port/host expand to both sides, bare ports to TCP and UDP."""
         protos: list[str | None] = [self.protocol]
         if self.protocol is None and any(
             t.key in ("sport", "dport", "port") for t in self.terms + self.either
         ):
             protos = ["tcp", "udp"]
-        alternatives: list[list[Term]] = [[]]
+        sided: list[list[Term]] = [[]]
         for term in self.either:
             sides = ("sport", "dport") if term.key == "port" else ("saddr", "daddr")
             if term.negated:  # "not port 22": neither side, so both negations in one rule
                 neither = [Term(side, term.value, True) for side in sides]
-                alternatives = [[*alt, *neither] for alt in alternatives]
+                sided = [[*alt, *neither] for alt in sided]
             else:
-                alternatives = [[*alt, Term(side, term.value)] for alt in alternatives for side in sides]
+                sided = [[*alt, Term(side, term.value)] for alt in sided for side in sides]
+        return [(proto, self.terms + alt) for proto in protos for alt in sided]
+
+    def variants(self, family: int) -> list[list[str]]:
+        """iptables match arguments for one family: one list per firewall rule."""
         out = []
-        for proto in protos:
-            for alt in alternatives:
-                args: list[str] = []
-                if proto is not None:
-                    args += ["-p", PROTOCOLS[proto]]
-                    if proto in PORT_PROTOCOLS:
-                        args += ["-m", proto]
-                for term in self.terms + alt:
-                    args += _term_args(term, family)
-                out.append(args)
+        for proto, terms in self.alternatives():
+            args: list[str] = []
+            if proto is not None:
+                args += ["-p", PROTOCOLS[proto]]
+                if proto in PORT_PROTOCOLS:
+                    args += ["-m", proto]
+            for term in terms:
+                args += _term_args(term, family)
+            out.append(args)
         return out
+
+    def nft_matches(self, family: int) -> list[str]:
+        """nft match expressions for one family (in an ``inet`` table): one per rule."""
+        out = []
+        for proto, terms in self.alternatives():
+            words = [f"meta nfproto {'ipv6' if family == 6 else 'ipv4'}"]
+            if proto is not None:
+                words.append(f"meta l4proto {PROTOCOLS[proto]}")
+            words += [_nft_term(term, family) for term in terms]
+            out.append(" ".join(words))
+        return out
+
+
+def _nft_term(term: Term, family: int) -> str:
+    op = "!= " if term.negated else ""
+    if term.key in ("sport", "dport"):
+        return f"th {term.key} {op}{term.value}"
+    if term.key in ("saddr", "daddr"):
+        return f"{'ip6' if family == 6 else 'ip'} {term.key} {op}{term.value}"
+    if term.key in ("iif", "oif"):
+        return f'{term.key}name {op}"{term.value}"'
+    if term.key == "mark":
+        value, _, mask = term.value.partition("/")
+        return f"meta mark and {mask} {op or '== '}{value}" if mask else f"meta mark {op}{value}"
+    raise AssertionError(term.key)
 
 
 def _term_args(term: Term, family: int) -> list[str]:

@@ -141,6 +141,11 @@ class Divert:
     ) -> None:
         self.close()
 
+    @property
+    def backend(self) -> str | None:
+        """Which firewall holds the steering rules: "nft", "iptables", or None (no rule)."""
+        return self._installed.backend if self._installed is not None else None
+
     def _watch(self) -> None:
         # Expires forgotten packets while the caller's code is busy elsewhere, and when
         # the caller has stopped receiving altogether (a handler stuck for longer than
