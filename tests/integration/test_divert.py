@@ -125,15 +125,18 @@ print(len(data), data[:5].decode())
 """
 
 
-@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize(
+    ("ipv6", "gso"), [(False, False), (True, False), (False, True)], ids=["ipv4", "ipv6", "ipv4-gso"]
+)
 def test_tcp_connection_through_a_port_rewriting_divert(
-    topology: Topology, tmp_path: Path, ipv6: bool
+    topology: Topology, tmp_path: Path, ipv6: bool, gso: bool
 ) -> None:
     net = build(topology)
     handler = tmp_path / "handler.py"
     handler.write_text(HANDLER)
     family = "ip6" if ipv6 else "ip"
-    div = start_divert(net, "--rule", f"{family} tcp forward", "--exec", str(handler))
+    extra = ["--gso"] if gso else []  # the queue flag on: GSO packets are handed over whole
+    div = start_divert(net, "--rule", f"{family} tcp forward", "--exec", str(handler), *extra)
     host = (net.line.right_addr6 or "") if ipv6 else net.line.right_addr
     server = topology.spawn(net.right, sys.executable, "-c", TCP_SERVER, "::" if ipv6 else "0.0.0.0")
     assert server.stdout is not None and server.stdout.readline().strip() == "ready"
@@ -443,3 +446,17 @@ def test_cleanup_removes_dead_owners_nft_tables_only(topology: Topology) -> None
     cleanup = topology.run(net.router, sys.executable, "-m", "sockscope", "divert", "--cleanup")
     assert cleanup.stdout == f"removed inet table {dead}\n"
     assert topology.run(net.router, "nft", "list", "tables").stdout.split() == ["table", "inet", live]
+
+
+def test_repeat_with_a_mark_runs_the_hook_again_once(topology: Topology, tmp_path: Path) -> None:
+    net = build(topology)
+    handler = tmp_path / "repeat.py"
+    handler.write_text("def handle(pkt):\n    pkt.mark = 1\n    return 'repeat'\n")
+    div = start_divert(net, "--rule", "udp dport 5000 forward mark != 1", "--exec", str(handler), "--print")
+    sink = start_sink(net, 5000, 1.0)
+    send(net, net.line.right_addr, 5000, "again")
+    got = sink_result(sink)
+    out, err, rc = stop(div)
+    assert rc == 0, err
+    assert [d for d, _ in got] == [b"again"]
+    assert out.count("-> repeat") == 1 and "1 repeated" in err  # the marked packet skipped the queue
