@@ -460,3 +460,35 @@ def test_repeat_with_a_mark_runs_the_hook_again_once(topology: Topology, tmp_pat
     assert rc == 0, err
     assert [d for d, _ in got] == [b"again"]
     assert out.count("-> repeat") == 1 and "1 repeated" in err  # the marked packet skipped the queue
+
+
+OVERFLOW = r"""
+import time
+import sockscope
+
+# A receive buffer of a few messages and a reader that sleeps: the kernel cannot
+# deliver, drops (no fail-open) and counts; the engine sees ENOBUFS once it reads.
+with sockscope.divert("udp dport 5000 forward", queue=4, rcvbuf=4096) as d:
+    print("ready", flush=True)
+    time.sleep(1.5)
+    end = time.monotonic() + 0.5
+    d.run(lambda pkt: "accept", until=lambda: time.monotonic() > end)
+    kernel = d.stats()
+print(kernel.received, kernel.enobufs, kernel.user_dropped, flush=True)
+"""
+
+
+def test_a_full_socket_buffer_is_counted_not_hidden(topology: Topology) -> None:
+    net = build(topology)
+    proc = topology.spawn(net.router, sys.executable, "-c", OVERFLOW)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 10
+    while not divert_chains(topology, net.router) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sink = start_sink(net, 5000, 2.5)
+    send(net, net.line.right_addr, 5000, *(f"p{i}" for i in range(100)), gap=0.001)
+    got = sink_result(sink)
+    received, enobufs, user_dropped = (int(x) for x in proc.stdout.readline().split())
+    proc.wait(timeout=10)
+    assert enobufs >= 1 and user_dropped >= 1
+    assert received == len(got) and received + user_dropped == 100  # every packet accounted for

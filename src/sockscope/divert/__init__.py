@@ -13,6 +13,7 @@ from sockscope.divert.engine import DivertStats
 from sockscope.divert.packet import DivertPacket, InvalidPayload, Verdict, fix_packet
 from sockscope.divert.rule import Rule, parse_rule
 from sockscope.divert.session import Divert, apply_result, divert
+from sockscope.divert.workers import Workers
 
 __all__ = [
     "Divert",
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidPayload",
     "Rule",
     "Verdict",
+    "Workers",
     "apply_result",
     "divert",
     "fix_packet",

@@ -57,7 +57,8 @@ class Divert:
     ``bypass``: with nobody bound, packets pass instead of being dropped (kernel
     NFQUEUE --queue-bypass). ``fail_open``: when the queue is full, packets pass
     instead of being dropped. ``default``/``timeout``: the verdict an undecided
-    packet gets and when.
+    packet gets and when. ``rcvbuf``: the netlink socket's receive buffer (bytes;
+    when it is full the kernel drops packets, counted as ENOBUFS and user_dropped).
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class Divert:
         default: Verdict = Verdict.ACCEPT,
         timeout: float = 1.0,
         batch: int = 256,
+        rcvbuf: int = 64 << 20,
         watchdog: bool = True,
     ) -> None:
         self.rule = parse_rule(rule) if isinstance(rule, str) else rule
@@ -93,6 +95,7 @@ class Divert:
             default=default,
             timeout=timeout,
             batch=batch,
+            rcvbuf=rcvbuf,
         )
         self.leftovers_removed: list[str] = []
         self.engine: Engine | None = None
