@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="change sport, dport, saddr, daddr, ttl or payload (text); repeatable",
     )
-    p.add_argument("--set-mark", type=lambda s: int(s, 0), metavar="N", help="set this firewall mark")
+    p.add_argument("--set-mark", type=mark_number, metavar="N", help="set this firewall mark (32 bits)")
     p.add_argument("--bypass", action="store_true", help="packets pass while no program listens on the queue")
     p.add_argument("--fail-open", action="store_true", help="packets pass when the queue is full")
     p.add_argument("--gso", action="store_true", help="take GSO packets whole (no forced segmentation)")
@@ -93,8 +93,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-class _Stop(Exception):
-    pass
+def mark_number(text: str) -> int:
+    """A 32-bit mark, decimal or 0x-hex (argparse turns ValueError into a usage error)."""
+    value = int(text, 0)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(text)
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -293,6 +297,7 @@ def _show(pkt: Any, jsonl: bool) -> None:
             "mark": pkt.mark,
             "uid": info.uid,
             "gid": info.gid,
+            "conntrack": info.ct_info,
             "length": info.wire_len,
             "summary": pkt.summary(),
             "verdict": verdict,
