@@ -3,7 +3,9 @@
 # in .venv with sockscope installed. Idempotent: a second run installs nothing.
 #   scripts/setup.sh          what `sockscope` needs
 #   scripts/setup.sh --test   plus what the test suite needs
-#   scripts/setup.sh --bench  plus what the benchmarks compare against (bench/; scapy, dpkt in .venv only)
+#   scripts/setup.sh --bench  plus what the benchmarks compare against (bench/): trafgen,
+#                             traceroute, nmap, mtr; dpkt, scapy, python-netfilterqueue
+#                             in .venv only (never dependencies of sockscope)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,9 @@ case "${1:-}" in
 esac
 
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor);
-# nftables gives `nft`, which `sockscope guard` runs.
-apt_pkgs=(python3 python3-venv iproute2 nftables)
+# nftables gives `nft`, which `sockscope guard` runs; iptables: divert steers packets
+# to its queue with iptables-nft's NFQUEUE target.
+apt_pkgs=(python3 python3-venv iproute2 nftables iptables)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
@@ -26,9 +29,10 @@ if [ "$want_test" = 1 ]; then
     apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
 fi
 if [ "$want_bench" = 1 ]; then
-    # netsniff-ng: trafgen blasts frames at the capture benchmark's veth pair.
+    # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
     # traceroute, nmap, mtr-tiny: bench/probe.py compares trace and scan with them.
-    apt_pkgs+=(netsniff-ng traceroute nmap mtr-tiny)
+    # libnetfilter-queue-dev, build-essential, python3-dev: build python-netfilterqueue.
+    apt_pkgs+=(netsniff-ng traceroute nmap mtr-tiny libnetfilter-queue-dev build-essential python3-dev)
 fi
 
 missing=()

@@ -14,6 +14,7 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     ping(...)         ICMP echo (async: sockscope.probe.aping)
     scan(...)         port scan: TCP connect, SYN, UDP (async: sockscope.probe.ascan)
     trace(...)        traceroute, UDP / ICMP / TCP probes (async: sockscope.probe.atrace)
+    divert(rule=...)  packets taken out of the firewall path (NFQUEUE), to accept/drop/change
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ _EXPORTS = {
     "ScanResult": "sockscope.probe.model",
     "PingResult": "sockscope.probe.model",
     "TraceResult": "sockscope.probe.model",
+    "divert": "sockscope.divert",
+    "Divert": "sockscope.divert",
+    "DivertPacket": "sockscope.divert",
+    "Verdict": "sockscope.divert",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
     "Policy": "sockscope.policy",
@@ -59,6 +64,8 @@ _EXPORTS = {
 
 __all__ = [
     "CapturedPacket",
+    "Divert",
+    "DivertPacket",
     "InetAddress",
     "Interface",
     "Memory",
@@ -77,8 +84,10 @@ __all__ = [
     "TraceResult",
     "UnixAddress",
     "UsageError",
+    "Verdict",
     "__version__",
     "capture",
+    "divert",
     "interfaces",
     "kill_sockets",
     "parse_filter",
@@ -97,6 +106,7 @@ __all__ = [
 if TYPE_CHECKING:
     from sockscope.capture.inject import replay, send_frame
     from sockscope.capture.packet import CapturedPacket
+    from sockscope.divert import Divert, DivertPacket, Verdict, divert
     from sockscope.errors import SockscopeError, UsageError
     from sockscope.inventory.filter import parse_filter
     from sockscope.inventory.interfaces import Interface, interfaces

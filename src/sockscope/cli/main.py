@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ping": ("sockscope.cli.ping", "ICMP echo, IPv4 and IPv6 (ping)"),
     "trace": ("sockscope.cli.trace", "the path to a host: UDP, ICMP or TCP probes (traceroute)"),
     "scan": ("sockscope.cli.scan", "TCP connect, SYN or UDP port scan of your own hosts (nmap)"),
+    "divert": ("sockscope.cli.divert", "take packets out of the firewall path, change them (NFQUEUE)"),
 }
 
 

@@ -36,13 +36,13 @@ class NetlinkSocket:
     which is how inventory reaches other namespaces (see platform.linux.in_netns).
     """
 
-    def __init__(self, protocol: int, groups: int = 0) -> None:
+    def __init__(self, protocol: int, groups: int = 0, rcvbuf: int = _RCVBUF) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
         try:
             try:
-                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, _RCVBUF)
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
             except OSError:  # not CAP_NET_ADMIN: the plain option, capped by rmem_max
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             self.sock.bind((0, groups))
         except BaseException:
             self.sock.close()
