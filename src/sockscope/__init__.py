@@ -19,7 +19,9 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+# Not `from typing import ...`: typing costs a few milliseconds to import, and every
+# command pays for this module. Type checkers read any TYPE_CHECKING name as True.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -131,7 +133,7 @@ if TYPE_CHECKING:
     from sockscope.services import PeerCredentials, Server, peer_credentials, recv_fds, send_fds
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in ("capture", "pcap", "packets"):
         # Subpackages; ``capture`` is also callable: sockscope.capture(...) opens one.
         import importlib
