@@ -157,3 +157,53 @@ def test_write_to_stdout_pipes_into_tcpdump(pcap_file: Path) -> None:
     )  # fmt: skip
     assert piped.returncode == 0, piped.stderr
     assert len(piped.stdout.splitlines()) == 20
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Over capture_read_two.MIN_SIZE, so -r takes the two-process path."""
+    path = tmp_path_factory.mktemp("big") / "big.pcap"
+    frames = sample_frames()
+    with PcapWriter(path, 1, nanosecond=False) as w:
+        for i in range(120_000):
+            frame = frames[i % len(frames)]
+            w.write(Record(T0 + i * 1_000, frame, len(frame)))
+    assert path.stat().st_size > 8 << 20
+    return path
+
+
+def test_two_processes_print_what_one_prints(big_file: Path) -> None:
+    two = run("-r", str(big_file))
+    one = run("-r", str(big_file), "-c", "1000000")  # -c keeps it in one process
+    assert two.returncode == one.returncode == 0, two.stderr
+    assert len(two.stdout.splitlines()) == 120_000
+    assert two.stdout == one.stdout
+    filtered_two = run("-r", str(big_file), "udp")
+    filtered_one = run("-r", str(big_file), "-c", "1000000", "udp")
+    assert filtered_two.stdout == filtered_one.stdout and len(filtered_two.stdout.splitlines()) == 60_000
+
+
+@pytest.mark.parametrize("where", ["end", "middle"])
+def test_two_processes_on_a_damaged_file(big_file: Path, tmp_path: Path, where: str) -> None:
+    data = bytearray(big_file.read_bytes())
+    if where == "end":
+        data = data[:-7]
+    else:  # a captured length that lies, about 5 MB in
+        pos = 24
+        while pos < 5_000_000:
+            pos += 16 + int.from_bytes(data[pos + 8 : pos + 12], "little")
+        data[pos + 8 : pos + 12] = (10**9).to_bytes(4, "little")
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(bytes(data))
+    two = run("-r", str(damaged))
+    one = run("-r", str(damaged), "-c", "1000000")
+    assert two.returncode == one.returncode == 1
+    assert two.stdout == one.stdout and two.stdout
+    assert two.stderr == one.stderr and two.stderr.count("\n") == 1 and "offset" in two.stderr
+
+
+def test_two_processes_stop_quietly_when_output_closes(big_file: Path) -> None:
+    piped = subprocess.run(f"{SOCKSCOPE} capture -r {big_file} | head -3", shell=True, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 3
+    assert "Traceback" not in piped.stderr

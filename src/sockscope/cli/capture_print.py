@@ -70,6 +70,10 @@ class Printer:
                 for sec, nsec, data, orig, iid, direction in frames
             )
             return
+        self.out.write(self.file_lines(frames, interfaces))
+
+    def file_lines(self, frames: Sequence[FileFrame], interfaces: Sequence[Interface]) -> str:
+        """The text lines of ``file_frames`` (not JSON, -v or -e), as one string."""
         fmt = self.times.format
         quick = self._quick
         lines: list[str] = []
@@ -95,7 +99,7 @@ class Printer:
                 linktype = interfaces[iid].linktype
                 summarize = quick.get(linktype) or self._summarizer(linktype)
                 append(f"{fmt(sec, nsec)}{summarize(data, orig)}\n")
-        self.out.write("".join(lines))
+        return "".join(lines)
 
     def _summarizer(self, linktype: int) -> Callable[[bytes, int], str]:
         from sockscope.packets.quick import summarizer

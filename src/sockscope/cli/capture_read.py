@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from sockscope.capture.sink import FileSink, Rotation
@@ -29,6 +29,15 @@ def read_file(args: argparse.Namespace) -> int:
     from sockscope.capture.bpf import compile_filter
     from sockscope.pcap.files import open_reader
 
+    from .capture_read_two import read_in_two, worth_it
+
+    if worth_it(args):
+        paused = pause_gc()
+        try:
+            return read_in_two(args, _keeper(args, compile_filter) if args.filter_text else None)
+        finally:
+            if paused:
+                gc.enable()
     reader = open_reader(sys.stdin.buffer if args.read == "-" else args.read)
     paused = pause_gc()
     programs: dict[int, BpfProgram | None] = {}
@@ -69,6 +78,20 @@ def read_file(args: argparse.Namespace) -> int:
         elif args.json:
             sys.stdout.write("[]\n")
     return 0
+
+
+def _keeper(
+    args: argparse.Namespace, compile_filter: Callable[[str, int], BpfProgram]
+) -> Callable[..., list[object]]:
+    """A filter over batches of file frames, compiling the expression per link type."""
+    programs: dict[int, BpfProgram | None] = {}
+
+    def keep(batch: list[FileFrame], interfaces: Sequence[Interface]) -> list[object]:
+        for linktype in {i.linktype for i in interfaces} - programs.keys():
+            programs[linktype] = compile_filter(args.filter_text, linktype)
+        return [item for item in batch if _matches(programs, interfaces, item)]
+
+    return keep
 
 
 def _matches(

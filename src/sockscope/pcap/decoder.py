@@ -31,6 +31,9 @@ class Decoder:
         # direction) tuples instead of Records -- a third cheaper to make, for loops
         # over millions of packets.
         self.frames = frames
+        # skip=True: find the record boundaries but return nothing (a reader that
+        # shares a file with another process walks the other's part).
+        self.skip = False
         self.interfaces: list[Interface] = []
         self.statistics: list[InterfaceStats] = []
         self._buf = bytearray()
@@ -62,8 +65,12 @@ class Decoder:
             # An immutable snapshot: slicing bytes copies once, slicing a bytearray
             # and then making bytes of it copies twice (per packet, that is most of
             # the cost of reading).
+            if isinstance(self._parser, PcapParser):
+                self._parser.skip = self.skip
             pos = self._parser.parse(bytes(buf), 0, self._base, out)
-            if self.frames and isinstance(self._parser, PcapngParser):
+            if self.skip:
+                out = []
+            elif self.frames and isinstance(self._parser, PcapngParser):
                 out = [
                     (*divmod(r.timestamp_ns, NS_PER_S), r.data, r.orig_len, r.interface_id, r.direction)  # type: ignore[misc]
                     for r in out

@@ -67,12 +67,26 @@ class Reader:
         for batch in self.batches():
             yield from batch
 
-    def frames(self) -> Iterator[list[Frame]]:
+    def frames(self, share: tuple[int, int] | None = None) -> Iterator[list[Frame]]:
         """The records as plain ``(sec, nsec, data, orig_len, interface_id, direction)``
         tuples, a list per chunk: the cheapest form, for loops over millions of
-        packets. Use either this or iteration/``batches()``, once."""
-        self._decoder.frames = True
-        yield from self.batches()  # type: ignore[misc]
+        packets. Use either this or iteration/``batches()``, once.
+
+        ``share=(k, n)``: only the chunks whose number is k modulo n, one list each
+        (empty when no record ends in it), the others walked for their record
+        boundaries only -- for n processes that read one file together.
+        """
+        decoder = self._decoder
+        decoder.frames = True
+        number = 0
+        while chunk := self._f.read(READ_SIZE):
+            mine = share is None or number % share[1] == share[0]
+            decoder.skip = not mine
+            batch = decoder.feed(chunk)
+            if mine and (batch or share is not None):
+                yield batch  # type: ignore[misc]
+            number += 1
+        decoder.close()
 
     def batches(self) -> Iterator[list[Record]]:
         """The records, a list per chunk read (fewer Python steps per record than

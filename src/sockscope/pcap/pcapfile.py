@@ -49,6 +49,7 @@ class PcapParser:
     def __init__(self, name: str, interfaces: list[Interface], frames: bool = False) -> None:
         self._name = name
         self._frames = frames  # tuples instead of Records (see Decoder)
+        self.skip = False  # walk the records without handing them out (see Decoder.skip)
         self._interfaces = interfaces
         self._record: struct.Struct | None = None  # set once the header says the byte order
         self._frac_ns = 1
@@ -69,6 +70,7 @@ class PcapParser:
         frac_ns = self._frac_ns
         packets = self.packets
         frames = self._frames
+        skip = self.skip
         try:
             while n - pos >= RECORD_HEADER_LEN:
                 sec, frac, caplen, orig = unpack(buf, pos)
@@ -81,7 +83,9 @@ class PcapParser:
                         )
                     break
                 packets += 1
-                if frames:
+                if skip:
+                    pass
+                elif frames:
                     out.append((sec, frac * frac_ns, buf[pos + 16 : end], orig, 0, None))  # type: ignore[arg-type]
                 else:
                     out.append(Record(sec * NS_PER_S + frac * frac_ns, bytes(buf[pos + 16 : end]), orig))
