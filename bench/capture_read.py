@@ -5,8 +5,8 @@ IPv4 and IPv6, 256 flows), then times whole processes side by side, interleaved:
 
 - summaries to /dev/null: ``sockscope capture -r FILE``, ``tcpdump -nr FILE``, and
   dpkt and scapy scripts that decode each packet and print the same kind of line;
-- flows: ``sockscope`` API (``pcap.open_reader`` + ``packets.quick.flow_keyer``)
-  against dpkt counting (src, dst, sport, dport, proto) the same way.
+- flows: ``sockscope.capture.flows.count_flows`` (the API of ``capture -r FILE
+  --flows``) against dpkt counting (src, dst, sport, dport, proto) in a loop.
 
 scapy is about a thousand times slower than tcpdump, so it reads the first
 ``--scapy-packets`` (default 20,000) and its rate is reported from those.
@@ -72,22 +72,10 @@ print(n, len(flows))
 """
 
 SOCKSCOPE_FLOWS = """
-import gc, sys
-from collections import Counter
-from sockscope.pcap import open_reader
-from sockscope.packets.quick import flow_keyer
-gc.disable()  # no reference cycles here; see capture_run._pause_gc
-flows = Counter()
-n = 0
-with open_reader(sys.argv[1]) as reader:
-    key = None
-    for batch in reader.frames():  # (sec, nsec, data, orig_len, interface_id, direction)
-        if key is None:
-            key = flow_keyer(reader.interfaces[0].linktype)  # a classic pcap: one interface
-        flows.update(map(key, [frame[2] for frame in batch]))
-        n += len(batch)
-flows.pop(None, None)
-print(n, len(flows))
+import sys
+from sockscope.capture.flows import count_flows
+flows = count_flows(sys.argv[1])
+print(sum(flows.values()), len(flows))
 """
 
 SCAPY_SUMMARY = """

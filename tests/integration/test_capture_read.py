@@ -207,3 +207,24 @@ def test_two_processes_stop_quietly_when_output_closes(big_file: Path) -> None:
                            text=True, timeout=60)  # fmt: skip
     assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 3
     assert "Traceback" not in piped.stderr
+
+
+def test_flows_of_a_file(pcap_file: Path, big_file: Path) -> None:
+    from sockscope.capture.flows import count_flows
+
+    out = run("-r", str(pcap_file), "--flows")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split(None, 1) for line in out.stdout.splitlines()]
+    assert sum(int(n) for n, _ in rows) == 40
+    assert ["10", "udp 192.0.2.1.40000 > 192.0.2.2.9999"] not in rows  # each UDP probe has its own port
+    assert ["10", "tcp 192.0.2.1.40000 > 192.0.2.2.22"] in rows
+    assert ["10", "udp 2001:db8::1.6001 > 2001:db8::2.6002"] in rows
+    two, one = count_flows(str(big_file)), count_flows(str(big_file), processes=1)
+    assert two == one and sum(two.values()) == 120_000
+
+
+def test_flows_of_a_damaged_file(big_file: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "cut.pcap"
+    damaged.write_bytes(big_file.read_bytes()[:-5])
+    out = run("-r", str(damaged), "--flows")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "truncated record" in out.stderr

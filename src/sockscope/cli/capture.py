@@ -146,6 +146,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--owners", action="store_true",
                    help="name the process at the local end of each TCP/UDP packet (in the line, the JSON, "
                         "and as pcapng packet comments)")  # fmt: skip
+    p.add_argument("--flows", action="store_true",
+                   help="with -r: packets per TCP/UDP flow instead of one line per packet")  # fmt: skip
     p.add_argument("-D", "--list-interfaces", action="store_true", help="list the interfaces and exit")
     p.add_argument("filter", nargs=argparse.REMAINDER, metavar="FILTER", help="tcpdump filter expression")
 
@@ -166,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     args.filter_text = " ".join(args.filter)
     if args.list_interfaces:
         return _list_interfaces(args)
+    if args.flows:
+        return _flows(args)
     if args.read is not None:
         if args.interface or args.netns or args.owners:
             raise UsageError("-r reads a file; -i, -N and --owners are for live captures")
@@ -191,6 +195,27 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _flows(args: argparse.Namespace) -> int:
+    """``capture -r FILE --flows``: the flows of a file, busiest first."""
+    if args.read is None or args.read == "-":
+        raise UsageError("--flows counts the flows of a file: give -r FILE")
+    if args.filter_text or args.count or args.write:
+        raise UsageError("--flows takes no filter, -c or -w")
+    from sockscope.capture.flows import count_flows
+    from sockscope.packets.quick import flow_text
+
+    counts = count_flows(args.read)
+    if args.json or args.jsonl:
+        import json
+
+        rows = [{"flow": flow_text(key), "packets": n} for key, n in counts.most_common()]
+        text = json.dumps(rows, indent=1) + "\n" if args.json else "".join(json.dumps(r) + "\n" for r in rows)
+        sys.stdout.write(text)
+        return 0
+    sys.stdout.write("".join(f"{n:>10} {flow_text(key)}\n" for key, n in counts.most_common()))
+    return 0
 
 
 def _list_interfaces(args: argparse.Namespace) -> int:
