@@ -20,8 +20,8 @@ esac
 
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor);
 # nftables gives `nft`, which `sockscope guard` runs; iptables: divert steers packets
-# to its queue with iptables-nft's NFQUEUE target.
-apt_pkgs=(python3 python3-venv iproute2 nftables iptables)
+# to its queue with iptables-nft's NFQUEUE target; libpcap0.8 compiles capture filters.
+apt_pkgs=(python3 python3-venv iproute2 nftables iptables libpcap0.8)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
