@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator, Hashable
 from enum import Enum
 from typing import Any
 
-from sockscope.packets import ICMP, LINKTYPE_RAW, Header, ICMPv6, IPv4, IPv6, Packet, decode, stack
+from sockscope.packets import ICMP, LINKTYPE_RAW, TCP, Header, ICMPv6, IPv4, IPv6, Packet, decode, stack
 from sockscope.probe import rawio
 
 
@@ -46,7 +46,7 @@ class Received:
     (Plain classes here and in ``model``: dataclasses cost a traceroute ~10 ms of
     start-up.)"""
 
-    __slots__ = ("_transport", "data", "packet", "port", "queued", "source", "time", "ttl")
+    __slots__ = ("_packet", "_raw", "_transport", "data", "port", "queued", "source", "time", "ttl")
 
     def __init__(
         self,
@@ -58,9 +58,26 @@ class Received:
         data: bytes = b"",
         port: int = 0,
     ) -> None:
-        self.source, self.time, self.ttl, self.packet = source, time, ttl, packet
+        self.source, self.time, self.ttl, self._packet = source, time, ttl, packet
         self.queued, self.data, self.port = queued, data, port
         self._transport: Header | bool | None = False  # False: not looked up yet
+        # An IPv4 TCP segment read on the fast path: already checked, decoded on demand.
+        self._raw: bytes | None = None
+
+    @property
+    def packet(self) -> Packet | None:
+        if self._packet is None and self._raw is not None:
+            self._packet = decode(self._raw, LINKTYPE_RAW)
+        return self._packet
+
+    @classmethod
+    def tcp_segment(cls, source: str, time: float, ttl: int, data: bytes, total: int) -> Received:
+        """A plain IPv4 TCP segment whose lengths have been checked (see ``_read_raw``):
+        a lazy TCP view now, the whole packet decoded only if asked for."""
+        got = cls(source, time, ttl)
+        got._raw = data
+        got._transport = TCP(data, 20, total)
+        return got
 
     @property
     def transport(self) -> Header | None:
@@ -235,7 +252,7 @@ class Engine:
                 self._deliver(got)
 
     def _deliver(self, got: Received) -> None:
-        pkt = got.packet
+        pkt = got._packet  # None on the fast path: those lengths are checked already
         if pkt is not None and (pkt.malformed is not None or _bad_checksum(got)):
             self.malformed += 1
             return
@@ -266,6 +283,14 @@ class Engine:
             else:
                 data = sock.recv(65535)
                 now = time.monotonic()
+            # The replies a SYN scan gets by the ten thousand: a plain IPv4 header (IHL 5,
+            # not a fragment) and a TCP header that fit the total length -- exactly what
+            # the decoder would accept -- skip building the layers.
+            n = len(data)
+            if n >= 40 and data[0] == 0x45 and data[9] == 6 and not (data[6] & 0x3F or data[7]):
+                total = data[2] << 8 | data[3]
+                if total == n and 20 <= (data[32] >> 4) * 4 <= n - 20:
+                    return Received.tcp_segment(socket.inet_ntoa(data[12:16]), now, data[8], data, total)
             pkt = decode(data, LINKTYPE_RAW)
             layers = pkt.layers
             ip = layers[0] if layers else None
