@@ -102,7 +102,7 @@ def mark_number(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sockscope.divert import Divert, Verdict
+    from sockscope.divert import Divert
     from sockscope.divert.firewall import clean_leftovers
 
     if args.cleanup:
@@ -117,20 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.copy_range > 0xFFFF:
         raise UsageError("--copy-range is at most 65535")
     steps = _build_steps(args)
-    session = Divert(
-        args.rule,
-        args.queue,
-        queue_balance=args.queue_balance,
-        bypass=args.bypass,
-        fail_open=args.fail_open,
-        gso=args.gso,
-        uid_gid=args.uid_gid,
-        conntrack=args.conntrack,
-        copy_range=args.copy_range,
-        default=Verdict[args.default.upper()],
-        timeout=args.timeout,
-        maxlen=args.maxlen,
-    )
+    session = Divert(args.rule, args.queue, queue_balance=args.queue_balance, **_queue_options(args))
     seen = 0
     deadline = None if args.duration is None else time.monotonic() + args.duration
 
@@ -181,7 +168,6 @@ def _run_workers(
     until: Callable[[], bool] | None,
     after: Callable[[Any], None],
 ) -> int:
-    from sockscope.divert import Verdict
     from sockscope.divert.session import queue_range
     from sockscope.divert.workers import Workers
 
@@ -190,18 +176,7 @@ def _run_workers(
     if args.count is not None:
         raise UsageError("--count counts in one process: use it without --workers")
     workers = Workers(
-        args.rule,
-        queue_range(args.queue, args.queue_balance),
-        args.workers,
-        bypass=args.bypass,
-        fail_open=args.fail_open,
-        gso=args.gso,
-        uid_gid=args.uid_gid,
-        conntrack=args.conntrack,
-        copy_range=args.copy_range,
-        default=Verdict[args.default.upper()],
-        timeout=args.timeout,
-        maxlen=args.maxlen,
+        args.rule, queue_range(args.queue, args.queue_balance), args.workers, **_queue_options(args)
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -330,3 +305,20 @@ def _report(stats: Any, error: str | None) -> None:
     sys.stderr.write("sockscope divert: " + ", ".join(parts) + "\n")
     if error:
         sys.stderr.write(f"sockscope divert: first handler error: {error}\n")
+
+
+def _queue_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The queue and verdict settings a single divert and workers take alike."""
+    from sockscope.divert import Verdict
+
+    return {
+        "bypass": args.bypass,
+        "fail_open": args.fail_open,
+        "gso": args.gso,
+        "uid_gid": args.uid_gid,
+        "conntrack": args.conntrack,
+        "copy_range": args.copy_range,
+        "default": Verdict[args.default.upper()],
+        "timeout": args.timeout,
+        "maxlen": args.maxlen,
+    }
