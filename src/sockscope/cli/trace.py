@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import sys
 
@@ -110,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         on_start=None if args.json else start,
     )
     if args.json:
+        import json
+
         output.write(json.dumps(result.to_dict(), indent=1) + "\n")
     elif args.verbose:
         how = "UDP socket error queue, no CAP_NET_RAW" if result.unprivileged else "raw sockets"
