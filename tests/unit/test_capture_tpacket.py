@@ -11,6 +11,7 @@ import pytest
 from sockscope.capture import fastpath, tpacket
 from sockscope.capture.packet_socket import RingConfig
 from sockscope.packets import UDP, Dot1Q, Ethernet, IPv4, decode, stack
+from sockscope.packets.sll import PACKET_HOST
 from sockscope.pcap import Decoder, Interface, PcapngWriter, PcapWriter
 
 DATA = Path(__file__).parent / "data" / "tpacket"
@@ -33,7 +34,7 @@ def test_recorded_ethernet_block() -> None:
     ]
     for f in frames:
         assert f.wirelen == len(f.data) == 14 + 20 + 8 + 11
-        assert f.pkttype == tpacket.PACKET_HOST and f.direction == 1  # the outgoing copy was filtered out
+        assert f.pkttype == PACKET_HOST and f.direction == 1  # the outgoing copy was filtered out
         assert decode(f.data, 1)[UDP].dport == PORT and f.sec > 1_700_000_000 and 0 <= f.nsec < 10**9
     assert [f.sec * 10**9 + f.nsec for f in frames] == sorted(f.sec * 10**9 + f.nsec for f in frames)
 

@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sockscope.errors import SockscopeError, UsageError
+from sockscope.packets.sll import PACKET_OUTGOING
 
 # <asm-generic/socket.h>; Python's socket module does not export these.
 SO_ATTACH_FILTER = 26
@@ -217,7 +218,6 @@ def accept_all(snaplen: int) -> BpfProgram:
 # Classic BPF's ancillary load of skb->pkt_type (<linux/filter.h>: SKF_AD_OFF + SKF_AD_PKTTYPE).
 _LD_PKTTYPE = (0x30, 0, 0, 0xFFFFF000 + 4)  # BPF_LD | BPF_B | BPF_ABS
 _LD_IFINDEX = (0x20, 0, 0, 0xFFFFF000 + 8)  # BPF_LD | BPF_W | BPF_ABS, SKF_AD_IFINDEX
-_PACKET_OUTGOING = 4
 
 
 def with_direction(
@@ -236,7 +236,7 @@ def with_direction(
         # drop the leaving copy there only, as libpcap does.
         prefix = (
             _LD_PKTTYPE,
-            (0x15, 0, 3, _PACKET_OUTGOING),  # outgoing? check the interface : program
+            (0x15, 0, 3, PACKET_OUTGOING),  # outgoing? check the interface : program
             _LD_IFINDEX,
             (0x15, 0, 1, loopback_index),  # loopback? drop : program
             (0x06, 0, 0, 0),
@@ -246,7 +246,7 @@ def with_direction(
         return reject_all()
     # jeq #OUTGOING: to "ret #0" (index 2) or over it to the program (index 3).
     jt, jf = (1, 0) if keep_outgoing else (0, 1)
-    test = (_LD_PKTTYPE, (0x15, jt, jf, _PACKET_OUTGOING), (0x06, 0, 0, 0))
+    test = (_LD_PKTTYPE, (0x15, jt, jf, PACKET_OUTGOING), (0x06, 0, 0, 0))
     return BpfProgram(test + program.instructions)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import struct
 
-from sockscope.capture.tpacket import BLOCK_DESC, PACKET_OUTGOING, TP_STATUS_VLAN_VALID, _with_vlan
+from sockscope.capture.tpacket import BLOCK_DESC, TP_STATUS_VLAN_VALID, _with_vlan
+from sockscope.packets.sll import PACKET_OUTGOING
 from sockscope.pcap.pcapfile import RECORD_HEADER
 from sockscope.pcap.pcapng import EPB
 

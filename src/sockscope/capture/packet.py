@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sockscope.capture import tpacket
+from sockscope.packets import sll
 from sockscope.packets.fields import Header
 from sockscope.packets.packet import Packet
 
@@ -17,11 +18,11 @@ H = TypeVar("H", bound=Header)
 
 # sll_pkttype -> the direction word of the API and JSON
 DIRECTION_NAMES = {
-    tpacket.PACKET_HOST: "in",
-    tpacket.PACKET_BROADCAST: "broadcast",
-    tpacket.PACKET_MULTICAST: "multicast",
-    tpacket.PACKET_OTHERHOST: "otherhost",
-    tpacket.PACKET_OUTGOING: "out",
+    sll.PACKET_HOST: "in",
+    sll.PACKET_BROADCAST: "broadcast",
+    sll.PACKET_MULTICAST: "multicast",
+    sll.PACKET_OTHERHOST: "otherhost",
+    sll.PACKET_OUTGOING: "out",
 }
 
 

@@ -16,6 +16,8 @@ import struct
 from socket import ntohs
 from typing import NamedTuple
 
+from sockscope.packets.sll import PACKET_OUTGOING  # sll_pkttype values live with the SLL header
+
 TPACKET_V3 = 2
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
@@ -24,12 +26,6 @@ TP_STATUS_LOSING = 1 << 2  # drops happened since the last read of the statistic
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 
-# sll_pkttype values (<linux/if_packet.h>)
-PACKET_HOST = 0
-PACKET_BROADCAST = 1
-PACKET_MULTICAST = 2
-PACKET_OTHERHOST = 3
-PACKET_OUTGOING = 4
 
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1:
 # block_status, num_pkts, offset_to_first_pkt, blk_len, seq_num (u64), ts_first, ts_last.

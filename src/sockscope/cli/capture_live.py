@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from sockscope.capture.engine import Capture, CaptureStats
 from sockscope.capture.packet_socket import RingConfig
 from sockscope.capture.sink import FileSink, Rotation
-from sockscope.capture.tpacket import PACKET_OUTGOING, Frame
+from sockscope.capture.tpacket import Frame
 from sockscope.errors import SockscopeError, UsageError
+from sockscope.packets.sll import PACKET_OUTGOING
 from sockscope.pcap.records import Interface, InterfaceStats
 
 from .capture_print import Printer, pause_gc

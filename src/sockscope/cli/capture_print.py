@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Sequence
 from sockscope.capture.owners import PacketOwner, owner_text
 from sockscope.capture.packet import DIRECTION_NAMES, CapturedPacket
 from sockscope.capture.tpacket import Frame
+from sockscope.packets.sll import PACKET_TYPE_NAMES  # by sll_pkttype, for ring frames
 from sockscope.pcap.files import Frame as FileFrame
 from sockscope.pcap.records import Direction, Interface
 
-from .packet_lines import DIRECTION_WORDS, PKTTYPE_WORDS, TimeFormat, link_prefix, verbose_suffix
+from .packet_lines import DIRECTION_WORDS, TimeFormat, link_prefix, verbose_suffix
 
 _DIRECTIONS = {Direction.INBOUND: "in", Direction.OUTBOUND: "out"}
 
@@ -132,7 +133,7 @@ class Printer:
         lines = []
         summarize = self._quick.get(linktype) or self._summarizer(linktype)
         for i, f in enumerate(frames):
-            head = f"{fmt(f.sec, f.nsec)}{ifname(f.ifindex)} {PKTTYPE_WORDS.get(f.pkttype, '?'):<3} "
+            head = f"{fmt(f.sec, f.nsec)}{ifname(f.ifindex)} {PACKET_TYPE_NAMES.get(f.pkttype, '?'):<3} "
             if self.verbose or self.link:
                 line = self._line_of(head, Packet(f.data, linktype, f.wirelen))
             else:

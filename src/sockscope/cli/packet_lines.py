@@ -15,8 +15,6 @@ from collections.abc import Callable
 from sockscope.packets.packet import Packet
 
 DIRECTION_WORDS = {"in": "In", "out": "Out", "broadcast": "B", "multicast": "M", "otherhost": "P"}
-# by sll_pkttype, for the fast path over ring frames
-PKTTYPE_WORDS = {0: "In", 1: "B", 2: "M", 3: "P", 4: "Out"}
 
 
 class TimeFormat:
