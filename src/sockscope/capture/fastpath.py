@@ -15,15 +15,15 @@ import struct
 from sockscope.capture.tpacket import BLOCK_DESC, TP_STATUS_VLAN_VALID, _with_vlan
 from sockscope.packets.sll import PACKET_OUTGOING
 from sockscope.pcap.pcapfile import RECORD_HEADER
-from sockscope.pcap.pcapng import EPB
+from sockscope.pcap.pcapng import EPB, EPB_DIRECTION_OPTIONS
 
 # tpacket3_hdr's next_offset, sec, nsec, snaplen, len, status, mac, net; then, 30 bytes
 # on, sockaddr_ll's pkttype (the header is 48 bytes, pkttype is at 10 in sockaddr_ll).
 _PKT = struct.Struct("=IIIIIIHH30xB")
 _VLAN = struct.Struct("=IIHH8x")  # tpacket3_hdr from offset 28: rxhash, vlan_tci, vlan_tpid
 _EPB_HEAD = struct.Struct("<IIIIIII")
-# epb_flags (option 2, 4 bytes): 1 inbound, 2 outbound; then the end of options.
-_FLAGS = {True: struct.pack("<HHIHH", 2, 4, 2, 0, 0), False: struct.pack("<HHIHH", 2, 4, 1, 0, 0)}
+# epb_flags by "is it outgoing": 2 outbound, 1 inbound (then the end of options).
+_FLAGS = {True: EPB_DIRECTION_OPTIONS[2], False: EPB_DIRECTION_OPTIONS[1]}
 
 
 def block_to_pcap(view: memoryview, offset: int, out: bytearray, frac_div: int) -> int:
@@ -69,12 +69,13 @@ def block_to_pcapng(view: memoryview, offset: int, out: bytearray, interface_id:
             data = view[start : start + snap]
         caplen = len(data)
         pad = pads[caplen & 3]
-        total = 44 + caplen + len(pad)
+        opts = _FLAGS[pkttype == PACKET_OUTGOING]
+        total = 32 + caplen + len(pad) + len(opts)
         ts = sec * 1_000_000_000 + nsec
         out += pack(EPB, total, interface_id, ts >> 32, ts & 0xFFFFFFFF, caplen, wirelen)
         out += data
         out += pad
-        out += _FLAGS[pkttype == PACKET_OUTGOING]
+        out += opts
         out += total.to_bytes(4, "little")
         pos += nxt
     return num

@@ -24,12 +24,18 @@ from typing import IO, Any, Self
 from sockscope.errors import UsageError
 from sockscope.pcap.decoder import Decoder
 from sockscope.pcap.pcapfile import RECORD_HEADER, pcap_header
-from sockscope.pcap.pcapng import EPB, pcapng_epb, pcapng_idb, pcapng_isb, pcapng_shb
+from sockscope.pcap.pcapng import (
+    EPB,
+    EPB_DIRECTION_OPTIONS,
+    epb_options,
+    pcapng_epb,
+    pcapng_idb,
+    pcapng_isb,
+    pcapng_shb,
+)
 from sockscope.pcap.records import NS_PER_S, Direction, Interface, InterfaceStats, PcapError, Record
 
 FLUSH_AT = 1 << 20
-# epb_flags options by direction (0: none): option 2, length 4, the value; end of options.
-_EPB_FLAGS = {0: b""} | {int(d): struct.pack("<HHIHH", 2, 4, int(d), 0, 0) for d in Direction}
 READ_SIZE = 1 << 20
 
 Source = str | os.PathLike[str] | IO[bytes]
@@ -242,14 +248,6 @@ class PcapWriter(_Writer):
         self._encode_batch(encode)
 
 
-def _comment_options(note: str, direction: int) -> bytes:
-    """opt_comment (code 1) then, if known, epb_flags, then the end of options."""
-    text = note.encode("utf-8")
-    comment = struct.pack("<HH", 1, len(text)) + text + bytes(-len(text) % 4)
-    flags = struct.pack("<HHI", 2, 4, direction) if direction else b""
-    return comment + flags + b"\0\0\0\0"
-
-
 class PcapngWriter(_Writer):
     """pcapng, little-endian, one section; every interface gets nanosecond timestamps.
 
@@ -328,7 +326,7 @@ class PcapngWriter(_Writer):
             described = len(self.interfaces)
             raise PcapError(f"{self.name}: frames for interface {interface_id}, {described} described")
         pack = self._epb_head.pack
-        flags = _EPB_FLAGS
+        flags = EPB_DIRECTION_OPTIONS
         notes = comments if comments is not None else itertools.repeat(None)
 
         def encode(buf: bytearray) -> int:
@@ -337,7 +335,7 @@ class PcapngWriter(_Writer):
                 sec, nsec, data, wirelen, _ifindex, _pkttype, direction = frame
                 caplen = len(data)
                 pad = -caplen % 4
-                opts = flags[direction] if note is None else _comment_options(note, direction)
+                opts = flags[direction] if note is None else epb_options(direction, note)
                 total = 32 + caplen + pad + len(opts)
                 ts = sec * NS_PER_S + nsec
                 buf += pack(EPB, total, interface_id, ts >> 32, ts & 0xFFFFFFFF, caplen, wirelen)

@@ -27,6 +27,7 @@ BOM = 0x1A2B3C4D
 MAX_BLOCK = 64 * 1024 * 1024
 
 OPT_NAME, OPT_TSRESOL, OPT_FILTER, OPT_TSOFFSET = 2, 9, 11, 14
+OPT_COMMENT = 1
 OPT_EPB_FLAGS = 2
 OPT_SHB_USERAPPL = 4
 # ISB option codes, in the order of the InterfaceStats fields they fill.
@@ -49,6 +50,15 @@ def _block(btype: int, body: bytes) -> bytes:
 
 def _options(opts: list[bytes]) -> bytes:
     return b"".join(opts) + bytes(4) if opts else b""
+
+
+def epb_options(direction: int = 0, comment: str | None = None) -> bytes:
+    """An Enhanced Packet Block's options: opt_comment, epb_flags with the direction
+    (a ``Direction`` value, 0 for none), the end of options; empty when there are none."""
+    opts = [] if comment is None else [_option(OPT_COMMENT, comment.encode("utf-8"))]
+    if direction:
+        opts.append(_option(OPT_EPB_FLAGS, struct.pack("<I", direction)))
+    return _options(opts)
 
 
 def _units(timestamp_ns: int, tsresol: int) -> int:
@@ -97,10 +107,13 @@ def pcapng_epb(
     units = _units(timestamp_ns, tsresol)
     if not 0 <= units < 1 << 64:
         raise PcapError(f"timestamp {timestamp_ns} ns does not fit a pcapng block")
-    opts = [_option(OPT_EPB_FLAGS, struct.pack("<I", int(direction)))] if direction else []
     head = struct.pack("<I", interface_id) + _ts(units)
     head += struct.pack("<II", len(data), len(data) if orig_len is None else orig_len)
-    return _block(EPB, head + data + bytes(_pad(len(data))) + _options(opts))
+    return _block(EPB, head + data + bytes(_pad(len(data))) + epb_options(int(direction or 0)))
+
+
+# Built once: writers of live captures append these per packet.
+EPB_DIRECTION_OPTIONS = {d: epb_options(d) for d in (0, 1, 2)}
 
 
 def pcapng_isb(stats: InterfaceStats, tsresol: int = 9) -> bytes:
