@@ -27,20 +27,24 @@ def read_file(args: argparse.Namespace) -> int:
     PcapError only after every packet before the damage is out.
     """
     from sockscope.capture.bpf import compile_filter
-    from sockscope.pcap.files import open_reader
 
     from .capture_read_two import read_in_two, worth_it
 
-    if worth_it(args):
-        paused = pause_gc()
-        try:
-            return read_in_two(args, _keeper(args, compile_filter) if args.filter_text else None)
-        finally:
-            if paused:
-                gc.enable()
-    reader = open_reader(sys.stdin.buffer if args.read == "-" else args.read)
+    keep = _keeper(args, compile_filter) if args.filter_text else None
     paused = pause_gc()
-    programs: dict[int, BpfProgram | None] = {}
+    try:
+        if worth_it(args):
+            return read_in_two(args, keep)
+        return _read_in_one(args, keep)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _read_in_one(args: argparse.Namespace, keep: Callable[..., list[object]] | None) -> int:
+    from sockscope.pcap.files import open_reader
+
+    reader = open_reader(sys.stdin.buffer if args.read == "-" else args.read)
     sink: FileSink | None = None
     printer: Printer | None = None
     remaining = args.count
@@ -50,10 +54,8 @@ def read_file(args: argparse.Namespace) -> int:
             batches = reader.batches() if args.write else reader.frames()
             for batch in batches:
                 interfaces = reader.interfaces
-                if args.filter_text:
-                    for linktype in {i.linktype for i in interfaces} - programs.keys():
-                        programs[linktype] = compile_filter(args.filter_text, linktype)
-                    batch = [item for item in batch if _matches(programs, interfaces, item)]  # type: ignore[assignment]
+                if keep is not None:
+                    batch = keep(batch, interfaces)  # type: ignore[assignment]
                 if remaining is not None:
                     batch = batch[:remaining]
                     remaining -= len(batch)
@@ -69,8 +71,6 @@ def read_file(args: argparse.Namespace) -> int:
                 if remaining == 0:
                     break
     finally:
-        if paused:
-            gc.enable()
         if sink is not None:
             sink.close()
         if printer is not None:
@@ -83,10 +83,11 @@ def read_file(args: argparse.Namespace) -> int:
 def _keeper(
     args: argparse.Namespace, compile_filter: Callable[[str, int], BpfProgram]
 ) -> Callable[..., list[object]]:
-    """A filter over batches of file frames, compiling the expression per link type."""
+    """A filter over batches of file frames or records, compiling the expression once
+    per link type."""
     programs: dict[int, BpfProgram | None] = {}
 
-    def keep(batch: list[FileFrame], interfaces: Sequence[Interface]) -> list[object]:
+    def keep(batch: list[FileFrame] | list[Record], interfaces: Sequence[Interface]) -> list[object]:
         for linktype in {i.linktype for i in interfaces} - programs.keys():
             programs[linktype] = compile_filter(args.filter_text, linktype)
         return [item for item in batch if _matches(programs, interfaces, item)]
