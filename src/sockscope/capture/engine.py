@@ -116,6 +116,7 @@ class Capture:
         self._user_filter: bpf.BpfProgram | None = None
         self._raw: BlockHandler | None = None
         self._remaining: int | None = None  # packets the current iteration may still give
+        self._poller: select.poll | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         ref = resolve_netns(netns) if netns else None
         try:
@@ -197,12 +198,13 @@ class Capture:
         out = self._take()
         if out or self._stopping:
             return out
-        poller = select.poll()
-        for ring in self._rings:
-            poller.register(ring.fileno(), select.POLLIN | select.POLLERR)
-        poller.register(self._wake_r, select.POLLIN)
+        if self._poller is None:  # the rings are fixed once open: register them once
+            self._poller = select.poll()
+            for ring in self._rings:
+                self._poller.register(ring.fileno(), select.POLLIN | select.POLLERR)
+            self._poller.register(self._wake_r, select.POLLIN)
         try:
-            events = poller.poll(None if timeout is None else max(int(timeout * 1000), 0))
+            events = self._poller.poll(None if timeout is None else max(int(timeout * 1000), 0))
         except InterruptedError:
             events = []
         if any(fd == self._wake_r for fd, _ in events):
@@ -332,6 +334,7 @@ class Capture:
         for ring in self._rings:
             ring.close()
         self._rings = []
+        self._poller = None
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -118,6 +118,12 @@ class FileSink:
         self._writer = self._open(self._next_name(new_period))
         return True
 
+    def _in_period(self) -> bool:
+        """Start the next -G file if this one's period is over; False once -W says stop."""
+        if self.rotation.seconds is not None and self.clock() >= self._period_end:
+            return self._rotate(new_period=True)
+        return True
+
     def _close_current(self) -> None:
         stats = self._stats() if self.pcapng else ()
         self._writer.close(stats)
@@ -129,10 +135,9 @@ class FileSink:
         """Write frames; ``comments`` (pcapng only) gives each frame a packet comment."""
         if self.finished or not frames:
             return
+        if not self._in_period():
+            return
         rot = self.rotation
-        if rot.seconds is not None and self.clock() >= self._period_end:
-            if not self._rotate(new_period=True):
-                return
         if rot.size_bytes is None:
             self._write(frames, interface_id, comments)
             self._in_file += len(frames)
@@ -168,9 +173,8 @@ class FileSink:
         def write_block(interface_id: int, view: memoryview, offset: int) -> int:
             if self.finished:
                 return 0
-            if self.rotation.seconds is not None and self.clock() >= self._period_end:
-                if not self._rotate(new_period=True):
-                    return 0
+            if not self._in_period():
+                return 0
             writer = self._writer
             if isinstance(writer, PcapngWriter):
                 n = writer.extend_with(lambda buf: block_to_pcapng(view, offset, buf, interface_id))
