@@ -93,39 +93,41 @@ def summarizer(linktype: int) -> Summarizer:
 
     def summarize(data: bytes, wirelen: int) -> str:
         n = len(data)
-        if n >= v4_need:
-            ethertype, vi, total, frag, proto, word = v4(data)
-            if ethertype == 0x0800:
-                if vi == 0x45 and not frag & 0x3FFF and l3 + total <= n:
-                    if proto == 17:
-                        ulen = word >> 16
-                        if 8 <= ulen <= total - 20:
-                            ukey = data[udp4_key]
-                            text = udp_texts.get(ukey)
-                            if text is None:
-                                text = udp(prefix4(data[ipv4_key]), ukey, ulen)
-                            return text
-                    elif proto == 6:
-                        key = data[ipv4_key]
-                        text = tcp(data, l3 + 20, total - 20, prefixes4.get(key) or prefix4(key), word)
-                        if text is not None:
-                            return text
-            elif ethertype == 0x86DD and n >= v6_need:
-                _t, vtc, payload, proto, word = v6(data)
-                if vtc >> 4 == 6 and l3 + 40 + payload <= n:
-                    if proto == 17:
-                        ulen = word >> 16
-                        if 8 <= ulen <= payload:
-                            ukey = data[udp6_key]
-                            text = udp_texts.get(ukey)
-                            if text is None:
-                                text = udp(prefix6(data[ipv6_key]), ukey, ulen)
-                            return text
-                    elif proto == 6:
-                        key = data[ipv6_key]
-                        text = tcp(data, l3 + 40, payload, prefixes6.get(key) or prefix6(key), word)
-                        if text is not None:
-                            return text
+        if n < v4_need:
+            return slow(data, wirelen)
+        ethertype, vi, total, frag, proto, word = v4(data)
+        # The family's checks, then what the transport part needs of it: the room the IP
+        # header leaves, where the transport starts, and the flow's cache slices.
+        if ethertype == 0x0800:
+            if vi != 0x45 or frag & 0x3FFF or l3 + total > n:
+                return slow(data, wirelen)
+            room = total - 20
+            l4 = l3 + 20
+            key_at = ipv4_key
+            udp_key_at = udp4_key
+            prefix_of = prefix4
+        elif ethertype == 0x86DD and n >= v6_need:
+            _t, vtc, room, proto, word = v6(data)
+            if vtc >> 4 != 6 or l3 + 40 + room > n:
+                return slow(data, wirelen)
+            l4 = l3 + 40
+            key_at = ipv6_key
+            udp_key_at = udp6_key
+            prefix_of = prefix6
+        else:
+            return slow(data, wirelen)
+        if proto == 17:
+            ulen = word >> 16
+            if 8 <= ulen <= room:
+                ukey = data[udp_key_at]
+                text = udp_texts.get(ukey)
+                if text is None:
+                    text = udp(prefix_of(data[key_at]), ukey, ulen)
+                return text
+        elif proto == 6:
+            text = tcp(data, l4, room, prefix_of(data[key_at]), word)
+            if text is not None:
+                return text
         return slow(data, wirelen)
 
     return summarize
@@ -196,7 +198,7 @@ def flow_keyer(linktype: int) -> Callable[[bytes], FlowKey | None]:
 
 
 def flow_text(key: FlowKey) -> str:
-    """"tcp 192.0.2.1.40000 > 192.0.2.2.80" for a key from ``flow_keyer``."""
+    """ "tcp 192.0.2.1.40000 > 192.0.2.2.80" for a key from ``flow_keyer``."""
     family, size = (socket.AF_INET, 4) if key[0] == 4 else (socket.AF_INET6, 16)
     src = socket.inet_ntop(family, key[2 : 2 + size])
     dst = socket.inet_ntop(family, key[2 + size : 2 + 2 * size])
