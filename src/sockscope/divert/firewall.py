@@ -18,14 +18,13 @@ does, so there the rules go through ``iptables-restore``/``ip6tables-restore``:
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 
 from sockscope.divert import nftables
 from sockscope.divert.engine import process_start_time
 from sockscope.divert.rule import Rule
 from sockscope.errors import PermissionNeeded, SockscopeError
+from sockscope.platform.linux import run_sbin_tool
 
 CHAIN_PREFIX = "SOCKSCOPE-DIVERT-"
 BUILTIN = {"input": ("INPUT", "IN"), "output": ("OUTPUT", "OUT"), "forward": ("FORWARD", "FWD")}
@@ -34,26 +33,15 @@ _COMMENT = re.compile(r'--comment "?sockscope divert pid=(\d+) start=(\d+)"?')
 _JUMP = re.compile(r"^-A (INPUT|OUTPUT|FORWARD) (.*)-j (" + re.escape(CHAIN_PREFIX) + r"\S+)\s*$")
 
 
-def _tool(family: int, what: str) -> str:
-    name = f"{'ip6' if family == 6 else 'ip'}tables-{what}"
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        raise SockscopeError(f"{name} not found: install the iptables package (scripts/setup.sh does)")
-    return path
-
-
 def _run(family: int, what: str, script: str | None = None) -> str:
-    argv = [_tool(family, what)]
-    if what == "restore":
-        argv += ["--noflush"]
-    else:
-        argv += ["-t", TABLE]
-    proc = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30)
+    name = f"{'ip6' if family == 6 else 'ip'}tables-{what}"
+    args = ["--noflush"] if what == "restore" else ["-t", TABLE]
+    proc = run_sbin_tool(name, args, package="iptables", script=script, timeout=30)
     if proc.returncode != 0:
         detail = " ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}"
         if "Permission denied" in detail or "must be root" in detail:
             raise PermissionNeeded("divert needs CAP_NET_ADMIN to change the firewall (run as root)")
-        raise SockscopeError(f"{argv[0].rsplit('/', 1)[-1]} failed: {detail}")
+        raise SockscopeError(f"{name} failed: {detail}")
     return proc.stdout
 
 

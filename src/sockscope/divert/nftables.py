@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 from sockscope.divert.rule import Rule
 from sockscope.errors import PermissionNeeded, SockscopeError
+from sockscope.platform.linux import run_sbin_tool, sbin_tool
 
 TABLE_PREFIX = "sockscope_divert_"
 _TABLE = re.compile(r"^table inet (" + TABLE_PREFIX + r"\d+_(\d+)_(\d+))$", re.MULTILINE)
@@ -30,14 +30,11 @@ _probed: dict[int, bool] = {}  # netns inode -> the queue statement works
 
 
 def _nft() -> str | None:
-    return shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    return sbin_tool("nft")
 
 
 def _run(args: list[str], script: str | None = None) -> subprocess.CompletedProcess[str]:
-    nft = _nft()
-    if nft is None:
-        raise SockscopeError("nft not found: install the nftables package")
-    return subprocess.run([nft, *args], input=script, capture_output=True, text=True, timeout=30)
+    return run_sbin_tool("nft", args, package="nftables", script=script, timeout=30)
 
 
 def queue_statement_available() -> bool:

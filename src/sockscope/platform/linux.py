@@ -11,10 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sockscope.errors import PermissionNeeded, UsageError
+from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
+
+if TYPE_CHECKING:
+    import subprocess
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
@@ -182,3 +186,24 @@ def in_netns(ref: NetnsRef | None) -> Iterator[None]:
             _libc_setns(here, CLONE_NEWNET)
     finally:
         os.close(here)
+
+
+def sbin_tool(name: str) -> str | None:
+    """The path of an administration command (nft, iptables-restore...): on PATH, or
+    in /usr/sbin or /sbin, which a non-login root shell may not have on PATH."""
+    import shutil
+
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def run_sbin_tool(
+    name: str, args: Sequence[str], *, package: str, script: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``name args`` with ``script`` on stdin, output captured as text; a missing
+    command is a SockscopeError naming the Debian ``package`` to install."""
+    import subprocess
+
+    path = sbin_tool(name)
+    if path is None:
+        raise SockscopeError(f"{name} not found: install the {package} package (scripts/setup.sh does)")
+    return subprocess.run([path, *args], input=script, capture_output=True, text=True, timeout=timeout)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 from sockscope.errors import PermissionNeeded, SockscopeError
+from sockscope.platform.linux import run_sbin_tool
 
 from .nftables import check_table_name
 
 
 def _nft(*args: str, script: str | None = None) -> subprocess.CompletedProcess[str]:
-    nft = shutil.which("nft") or next(
-        (p for p in ("/usr/sbin/nft", "/sbin/nft") if shutil.which(p)), None)
-    if nft is None:
-        raise SockscopeError("nft not found: install nftables (apt install nftables)")
-    return subprocess.run([nft, *args], input=script, capture_output=True, text=True, timeout=60, check=False)
+    return run_sbin_tool("nft", args, package="nftables", script=script, timeout=60)
 
 
 def _fail(what: str, proc: subprocess.CompletedProcess[str]) -> SockscopeError:
