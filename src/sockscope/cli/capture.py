@@ -16,18 +16,7 @@ from types import FrameType
 
 from sockscope.errors import UsageError
 
-
-def _positive(kind: type[int] | type[float], what: str):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, not {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be positive, not {text!r}")
-        return value
-
-    return parse
+from .argtypes import positive_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,10 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--pcapng", action="store_true", help="write pcapng (the default when FILE ends in .pcapng)"
     )
     p.add_argument(
-        "-c", "--count", type=_positive(int, "-c"), metavar="COUNT", help="stop after COUNT packets"
+        "-c", "--count", type=positive_int, metavar="COUNT", help="stop after COUNT packets"
     )
     p.add_argument(
-        "--duration", type=_positive(float, "--duration"), metavar="SECONDS", help="stop after SECONDS"
+        "--duration", type=positive_float, metavar="SECONDS", help="stop after SECONDS"
     )
     p.add_argument(
         "-s",
@@ -67,13 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-B",
         "--buffer-size",
-        type=_positive(int, "-B"),
+        type=positive_int,
         metavar="KIB",
         help="capture ring size in KiB (default 64 MiB: 64 blocks of 1 MiB)",
     )
     p.add_argument(
         "--block-timeout",
-        type=_positive(int, "--block-timeout"),
+        type=positive_int,
         default=10,
         metavar="MS",
         help="hand a partly filled ring block over after MS milliseconds (default 10)",
@@ -101,21 +90,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-C",
         dest="file_size",
-        type=_positive(float, "-C"),
+        type=positive_float,
         metavar="MB",
         help="start a new file after MB million bytes",
     )
     p.add_argument(
         "-G",
         dest="rotate_seconds",
-        type=_positive(int, "-G"),
+        type=positive_int,
         metavar="SECONDS",
         help="start a new file every SECONDS (FILE is a strftime template)",
     )
     p.add_argument(
         "-W",
         dest="file_count",
-        type=_positive(int, "-W"),
+        type=positive_int,
         metavar="N",
         help="with -C: a ring of N files; with -G: stop after N files",
     )

@@ -12,31 +12,12 @@ from sockscope.errors import UsageError
 from sockscope.inventory.interfaces import Interface, InterfaceRates, interfaces, rates
 
 from . import output
+from .argtypes import positive_float, positive_int
 
 HEADERS = ("Iface", "State", "MTU", "RX-bytes", "RX-pkts", "RX-err", "RX-drop",
            "TX-bytes", "TX-pkts", "TX-err", "TX-drop", "Addresses")
 RATE_HEADERS = ("Iface", "RX-B/s", "RX-pkt/s", "RX-err/s", "RX-drop/s",
                 "TX-B/s", "TX-pkt/s", "TX-err/s", "TX-drop/s")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-N", "--netns", metavar="NAME|PATH|PID", help="look in this network namespace")
     p.add_argument("--json", action="store_true",
                    help="one JSON array (with --interval: one JSON object per line and interval)")
-    p.add_argument("--interval", type=_positive_float, metavar="SECONDS",
+    p.add_argument("--interval", type=positive_float, metavar="SECONDS",
                    help="print rates every SECONDS until Ctrl-C")
-    p.add_argument("--count", type=_positive_int, metavar="N", help="stop after N intervals")
+    p.add_argument("--count", type=positive_int, metavar="N", help="stop after N intervals")
 
 
 def run(args: argparse.Namespace) -> int:
