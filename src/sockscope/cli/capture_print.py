@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from sockscope.capture.owners import PacketOwner, owner_text
 from sockscope.capture.packet import DIRECTION_NAMES, CapturedPacket
 from sockscope.capture.tpacket import Frame
+from sockscope.packets.packet import Packet
 from sockscope.packets.sll import PACKET_TYPE_NAMES  # by sll_pkttype, for ring frames
 from sockscope.pcap.files import Frame as FileFrame
 from sockscope.pcap.records import Direction, Interface
@@ -50,7 +51,7 @@ class Printer:
                 if self.show_interface
                 else ""
             )
-            lines.append(self._line(fmt(sec, nsec) + where, p))
+            lines.append(self._line(fmt(sec, nsec) + where, p.packet))
         self.out.write("".join(lines))
         self.out.flush()
 
@@ -117,8 +118,6 @@ class Printer:
     ) -> None:
         """The live fast path: ring frames, no CapturedPacket unless JSON is wanted.
         ``owners`` (``--owners``): the processes at the local end of each frame."""
-        from sockscope.packets.packet import Packet
-
         if self.json or self.jsonl:
             pkts = []
             for i, f in enumerate(frames):
@@ -135,7 +134,7 @@ class Printer:
         for i, f in enumerate(frames):
             head = f"{fmt(f.sec, f.nsec)}{ifname(f.ifindex)} {PACKET_TYPE_NAMES.get(f.pkttype, '?'):<3} "
             if self.verbose or self.link:
-                line = self._line_of(head, Packet(f.data, linktype, f.wirelen))
+                line = self._line(head, Packet(f.data, linktype, f.wirelen))
             else:
                 line = f"{head}{summarize(f.data, f.wirelen)}\n"
             if owners is not None and owners[i]:
@@ -144,13 +143,8 @@ class Printer:
         self.out.write("".join(lines))
         self.out.flush()
 
-    def _line(self, head: str, p: CapturedPacket) -> str:
-        return self._line_of(head, p.packet)
-
-    def _line_of(self, head: str, pkt: object) -> str:
-        from sockscope.packets.packet import Packet
-
-        assert isinstance(pkt, Packet)
+    def _line(self, head: str, pkt: Packet) -> str:
+        """One line through the full decoder (-v, -e, or a shape the quick path skips)."""
         text = pkt.summary()
         if self.verbose and text.startswith(("IP ", "IP6 ")):
             proto, rest = text.split(" ", 1)
