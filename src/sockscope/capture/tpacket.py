@@ -21,8 +21,6 @@ from sockscope.packets.sll import PACKET_OUTGOING  # sll_pkttype values live wit
 TPACKET_V3 = 2
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
-TP_STATUS_COPY = 1 << 1  # the frame was too big for the block and got cut
-TP_STATUS_LOSING = 1 << 2  # drops happened since the last read of the statistics
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 
@@ -44,7 +42,9 @@ REQ3 = struct.Struct("=IIIIIII")
 # struct tpacket_stats_v3: packets (received, including drops), drops, freeze_q_cnt.
 STATS_V3 = struct.Struct("=III")
 
-_HEAD_PLUS_LL = struct.Struct("=IIIIIIHHIIHH8xHHiHBB8s")
+# The packet header and the sockaddr_ll after it, read in one unpack.
+assert PACKET_HDR.size == SOCKADDR_LL_OFFSET
+_HEAD_PLUS_LL = struct.Struct(PACKET_HDR.format + SOCKADDR_LL.format.lstrip("="))
 # The cooked (LINKTYPE_LINUX_SLL) header built for SOCK_DGRAM captures: packet type,
 # ARPHRD type, address length, address (8 bytes), protocol; all big-endian.
 _SLL = struct.Struct("!HHH8sH")
