@@ -13,27 +13,17 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sockscope.packets.quick import FlowKey
 
-
-@dataclass(frozen=True, slots=True)
-class PacketOwner:
-    pid: int
-    command: str
-    uid: int | None
-
-    def text(self) -> str:
-        return f"{self.command}[{self.pid}]"
-
-    def to_dict(self) -> dict[str, object]:
-        return {"pid": self.pid, "command": self.command, "uid": self.uid}
+if TYPE_CHECKING:  # the inventory's model is imported with the inventory, in refresh()
+    from sockscope.inventory.model import Owner
 
 
-def owner_text(owners: tuple[PacketOwner, ...]) -> str:
+def owner_text(owners: tuple[Owner, ...]) -> str:
     """ "nginx[812]", or "sshd[90],sshd[91]" for a socket several processes share."""
-    return ",".join(o.text() for o in owners)
+    return ",".join(f"{o.command}[{o.pid}]" for o in owners)
 
 
 class OwnerIndex:
@@ -42,29 +32,29 @@ class OwnerIndex:
     def __init__(self, netns: str | None = None, refresh_s: float = 0.5) -> None:
         self.netns = netns
         self.refresh_s = refresh_s
-        self._table: dict[tuple[str, str, int], tuple[PacketOwner, ...]] = {}
+        self._table: dict[tuple[str, str, int], tuple[Owner, ...]] = {}
         self._loaded_at = -refresh_s
         self.refreshes = 0
         self.refresh()
 
     def refresh(self) -> None:
+        from sockscope.inventory.model import InetAddress
         from sockscope.inventory.query import sockets
 
-        table: dict[tuple[str, str, int], tuple[PacketOwner, ...]] = {}
+        table: dict[tuple[str, str, int], tuple[Owner, ...]] = {}
         for s in sockets(["tcp", "udp"], netns=self.netns):
             local = s.local
-            if not s.owners or local is None or not hasattr(local, "port"):
+            if not s.owners or not isinstance(local, InetAddress):
                 continue
-            owners = tuple(PacketOwner(o.pid, o.command, o.uid) for o in s.owners)
-            key = (s.proto, local.address, local.port)  # type: ignore[union-attr]
+            key = (s.proto, local.address, local.port)
             # A connected socket is more specific than the listener on the same port.
             if s.remote is not None or key not in table:
-                table[key] = owners
+                table[key] = tuple(s.owners)
         self._table = table
         self._loaded_at = time.monotonic()
         self.refreshes += 1
 
-    def owners_of(self, key: FlowKey | None, outgoing: bool = False) -> tuple[PacketOwner, ...]:
+    def owners_of(self, key: FlowKey | None, outgoing: bool = False) -> tuple[Owner, ...]:
         """The processes at the local end of the packet whose flow key is ``key``: the
         sender's for an outgoing packet, else the receiver's (on loopback both ends
         are local; the packet's direction says which one is meant)."""
@@ -76,7 +66,7 @@ class OwnerIndex:
             found = self._lookup(key, outgoing)
         return found
 
-    def _lookup(self, key: FlowKey, outgoing: bool) -> tuple[PacketOwner, ...]:
+    def _lookup(self, key: FlowKey, outgoing: bool) -> tuple[Owner, ...]:
         version, proto_number = key[0], key[1]
         family, size = (socket.AF_INET, 4) if version == 4 else (socket.AF_INET6, 16)
         proto = "tcp" if proto_number == 6 else "udp"

@@ -12,7 +12,7 @@ from sockscope.packets.packet import Packet
 
 if TYPE_CHECKING:
     from sockscope.capture.engine import Capture, CaptureInterface
-    from sockscope.capture.owners import PacketOwner
+    from sockscope.inventory.model import Owner
 
 H = TypeVar("H", bound=Header)
 
@@ -63,7 +63,7 @@ class CapturedPacket:
         self.interface_id = interface_id
         self.direction = direction
         # The processes at the local end (capture --owners); None: not looked up.
-        self.owners: tuple[PacketOwner, ...] | None = None
+        self.owners: tuple[Owner, ...] | None = None
         self._packet: Packet | None = None
 
     @classmethod

@@ -26,7 +26,8 @@ from sockscope.pcap.records import Interface, InterfaceStats
 from .capture_print import Printer, pause_gc
 
 if TYPE_CHECKING:
-    from sockscope.capture.owners import OwnerIndex, PacketOwner
+    from sockscope.capture.owners import OwnerIndex
+    from sockscope.inventory.model import Owner
 
 
 def _stats_text(stats: Sequence[CaptureStats]) -> str:
@@ -211,7 +212,7 @@ class LiveRun:
             # Stopped by a signal or the duration: what arrived before it still counts.
             self._deliver(cap.drain(raw), remaining, sink, printer)
 
-    def _owners(self, frames: Sequence[Frame], linktype: int) -> list[tuple[PacketOwner, ...]]:
+    def _owners(self, frames: Sequence[Frame], linktype: int) -> list[tuple[Owner, ...]]:
         from sockscope.packets.quick import flow_keyer
 
         index = self.owner_index
@@ -262,7 +263,7 @@ class LiveRun:
         return remaining
 
 
-def _owner_comment(owners: tuple[PacketOwner, ...]) -> str | None:
+def _owner_comment(owners: tuple[Owner, ...]) -> str | None:
     if not owners:
         return None
     return "; ".join(

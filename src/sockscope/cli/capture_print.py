@@ -8,8 +8,9 @@ import gc
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from sockscope.capture.owners import PacketOwner, owner_text
+from sockscope.capture.owners import owner_text
 from sockscope.capture.packet import DIRECTION_NAMES, CapturedPacket
 from sockscope.capture.tpacket import Frame
 from sockscope.packets.packet import Packet
@@ -18,6 +19,9 @@ from sockscope.pcap.files import Frame as FileFrame
 from sockscope.pcap.records import Direction, Interface
 
 from .packet_lines import DIRECTION_WORDS, TimeFormat, link_prefix, verbose_suffix
+
+if TYPE_CHECKING:
+    from sockscope.inventory.model import Owner
 
 _DIRECTIONS = {Direction.INBOUND: "in", Direction.OUTBOUND: "out"}
 
@@ -114,7 +118,7 @@ class Printer:
         frames: Sequence[Frame],
         linktype: int,
         ifname: Callable[[int], str],
-        owners: Sequence[tuple[PacketOwner, ...]] | None = None,
+        owners: Sequence[tuple[Owner, ...]] | None = None,
     ) -> None:
         """The live fast path: ring frames, no CapturedPacket unless JSON is wanted.
         ``owners`` (``--owners``): the processes at the local end of each frame."""
