@@ -330,25 +330,18 @@ def test_cli_json_lines(pair: Pair) -> None:
     assert record["layers"][1]["src"] == A_ADDR and record["layers"][2]["dport"] == 5566
 
 
-def test_relinquish_privileges_after_opening(pair: Pair) -> None:
+def test_relinquish_privileges_after_opening(pair: Pair, shared_dir: Path) -> None:
     import pwd
-    import shutil
-    import tempfile
 
-    # pytest's tmp_path sits in a root-only directory; nobody needs a way in.
-    workdir = Path(tempfile.mkdtemp(prefix="ssc-capture-z-"))
-    try:
-        workdir.chmod(0o777)
-        path = workdir / "z.pcap"
-        proc = pair.capture_cli("-i", pair.if_b, "-Z", "nobody", "-w", str(path), "udp port 5567")
-        pair.udp_from_a(5567, 2)
-        _out, err = _finish(proc)
-        assert proc.returncode == 0, err
-        assert path.stat().st_uid == pwd.getpwnam("nobody").pw_uid
-        with open_reader(path) as reader:
-            assert len(list(reader)) == 2
-    finally:
-        shutil.rmtree(workdir)
+    shared_dir.chmod(0o777)  # nobody creates the file once root is dropped
+    path = shared_dir / "z.pcap"
+    proc = pair.capture_cli("-i", pair.if_b, "-Z", "nobody", "-w", str(path), "udp port 5567")
+    pair.udp_from_a(5567, 2)
+    _out, err = _finish(proc)
+    assert proc.returncode == 0, err
+    assert path.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+    with open_reader(path) as reader:
+        assert len(list(reader)) == 2
 
 
 def test_cli_interface_removed_mid_capture(pair: Pair, topology: Any, tmp_path: Path) -> None:
