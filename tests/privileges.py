@@ -15,15 +15,20 @@ from collections.abc import Callable, Sequence
 NOBODY = 65534
 
 
+def drop_to_nobody() -> None:
+    """Become nobody, with no supplementary groups (no way back)."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
 def as_nobody(func: Callable[[], int]) -> int:
     """Run func in a forked child that dropped to nobody; its return value is the exit status."""
     pid = os.fork()
     if pid == 0:
         code = 99
         try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            drop_to_nobody()
             code = func()
         finally:
             os._exit(code)

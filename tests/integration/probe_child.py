@@ -10,6 +10,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from privileges import drop_to_nobody
+
 
 def preload() -> None:
     """What the child needs, imported while the stdlib is still readable (it lives
@@ -49,9 +51,7 @@ def in_netns(netns: str, fn: Callable[[], Any], nobody: bool = False, timeout: f
             if os.stat("/proc/thread-self/ns/net").st_ino != ref.inode:
                 raise RuntimeError(f"not inside {netns}: refusing to send anything")
             if nobody:
-                os.setgroups([])
-                os.setgid(65534)
-                os.setuid(65534)
+                drop_to_nobody()
             value = fn()
             out.write(json.dumps({"ok": value}))
         except BaseException as exc:

@@ -24,6 +24,7 @@ from divert_helpers import (
     stop,
 )
 
+from privileges import run_as_nobody
 from topology import Topology
 
 pytestmark = pytest.mark.needs_root
@@ -272,36 +273,11 @@ def test_bad_input(topology: Topology) -> None:
 def test_no_cap_net_admin_is_one_clear_line() -> None:
     # The child drops to nobody before binding: the kernel refuses the queue
     # configuration, so nothing reaches any firewall (queue 4321 is unused here).
-    import ctypes  # noqa: F401 - imported before dropping privileges (stdlib under /root)
-    import locale  # noqa: F401
-
-    import sockscope.cli.divert
-    import sockscope.divert.engine
-    import sockscope.divert.firewall
-    import sockscope.divert.session  # noqa: F401
-
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            sys.stderr = os.fdopen(write_fd, "w")
-            sys.stdout = open(os.devnull, "w")
-            os.setgid(65534)
-            os.setuid(65534)
-            from sockscope.cli.main import main
-
-            code = main(["divert", "--rule", "udp dport 5000", "--queue", "4321"])
-            sys.stderr.flush()
-        except BaseException as exc:
-            sys.stderr.write(f"child failed: {exc!r}\n")
-            sys.stderr.flush()
-            code = 99
-        os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        err = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 1, err
+    code, err = run_as_nobody(
+        ["divert", "--rule", "udp dport 5000", "--queue", "4321"],
+        preload=["sockscope.divert.engine", "sockscope.divert.firewall", "sockscope.divert.session"],
+    )
+    assert code == 1, err
     assert err == "sockscope divert: divert needs CAP_NET_ADMIN (run as root)\n"
 
 
