@@ -64,7 +64,7 @@ extra=""
 [ "$want_test" = 1 ] && extra="[test]"
 [ "$want_bench" = 1 ] && extra="[test,bench]"
 stamp=".venv/.installed$extra"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ bin/sockscope -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"
     touch "$stamp"
 fi

@@ -1,3 +1,3 @@
-from sockscope.cli.main import main
+from sockscope.cli.main import launch
 
-raise SystemExit(main())
+launch()

@@ -8,14 +8,16 @@ pays for nothing else. Each module exposes ``add_arguments(parser)`` and
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import gc
 import os
 import sys
-from collections.abc import Sequence
 
-from sockscope import __version__
 from sockscope.errors import SockscopeError
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -36,74 +38,31 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter, sized without importing shutil: argparse builds one per
-    add_argument, and shutil (with bz2 and lzma) costs 4 ms of every start-up."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:  # fmt: skip
-        if width is None:
-            columns = os.environ.get("COLUMNS", "")
-            if columns.isdigit():
-                width = int(columns)
-            else:
-                try:
-                    width = os.get_terminal_size(sys.stdout.fileno()).columns
-                except (OSError, ValueError):  # not a terminal
-                    width = 80
-            width -= 2  # as argparse does
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error and exit status 2 (its own default is 2 too,
-    but it prints the full usage; we print the usage line only once, briefly)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``only`` naming a command, that command's alone.
-
-    Each sub-parser costs about half a millisecond to build, so a command line
-    that names its command gets only that one (the listing of all commands is
-    for ``sockscope --help`` and mistakes). ``only=""``: all, without arguments.
-    """
-    parser = _Parser(prog="sockscope", description="See and control the sockets of a Linux host.")
-    parser.add_argument("--version", action="version", version=f"sockscope {__version__}")
-    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=_Parser)
-    for name, (module_name, help_text) in COMMANDS.items():
-        if only and only != name:
-            continue
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        if only is None or only == name:
-            importlib.import_module(module_name).add_arguments(cmd)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Import only the module of the command asked for (start-up time).
     only = next((a for a in args_list if not a.startswith("-")), None)
     if only not in COMMANDS:
         only = None
-    parser = build_parser(only if only is not None else "")
-    if only is None and not any(a in ("-h", "--help", "--version") for a in args_list):
-        if not args_list:
+    args = _quick_args(only, args_list)
+    if args is None:
+        from sockscope.cli.parser import build_parser
+
+        parser = build_parser(only if only is not None else "")
+        if only is None and not any(a in ("-h", "--help", "--version") for a in args_list):
+            if not args_list:
+                parser.print_help()
+                return 2
+            parser.error(f"unknown command {args_list[0]!r} (try: {', '.join(COMMANDS)})")
+        args = parser.parse_args(args_list)
+        if args.subcommand is None:
             parser.print_help()
             return 2
-        parser.error(f"unknown command {args_list[0]!r} (try: {', '.join(COMMANDS)})")
-    args = parser.parse_args(args_list)
-    if args.subcommand is None:
-        parser.print_help()
-        return 2
-    module = importlib.import_module(COMMANDS[args.subcommand][0])
+    module = _command_module(args.subcommand)
+    global _brief_run
+    _brief_run = getattr(module, "BRIEF", False)
+    if not _brief_run:
+        gc.enable()  # `launch` starts with it off
     try:
         return int(module.run(args))
     except SockscopeError as exc:
@@ -117,9 +76,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _silence_stdout() -> None:
-    import os
+# Set by `main` from the command module's BRIEF (see `launch`).
+_brief_run = False
 
+
+def launch() -> NoReturn:
+    """The ``sockscope`` program (bin/sockscope, ``python -m sockscope``).
+
+    Start-up is part of a command's speed (``sockscope trace`` is measured against
+    traceroute), so the program starts with the garbage collector off: the imports
+    make no garbage worth collecting, and collections during them cost milliseconds.
+    `main` turns it back on before a command runs, except for a command whose module
+    says ``BRIEF = True``: one that runs for moments, writes only to stdout/stderr
+    and closes what it opens. Such a command also skips the interpreter's teardown
+    (freeing every module, a last collection: ~3 ms), once its output is flushed.
+    """
+    gc.disable()
+    status = main()
+    if not _brief_run:
+        sys.exit(status)
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):  # `| head` went away, or stdout was closed
+        pass
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _command_module(name: str) -> Any:
+    module_name = COMMANDS[name][0]
+    __import__(module_name)  # not importlib: one import fewer at start-up
+    return sys.modules[module_name]
+
+
+def _quick_args(command: str | None, args_list: list[str]) -> Any:
+    """The arguments read without argparse, for a command that declares its options
+    as a table (``OPTIONS``, see cli/options.py) and a command line that the quick
+    parser is sure of; None otherwise."""
+    if command is None or args_list[0] != command:
+        return None
+    options = getattr(_command_module(command), "OPTIONS", None)
+    if options is None:
+        return None
+    from sockscope.cli.options import quick_parse
+
+    return quick_parse(args_list[1:], options, subcommand=command)
+
+
+def _silence_stdout() -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -7,12 +7,16 @@ Everything is built as one string and written once; 20,000 rows must not cost
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any, TextIO
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = (),
-          header: bool = True) -> str:
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = (), header: bool = True
+) -> str:
     """Columns padded to their widest cell; columns in ``right`` are right-aligned.
     The last column is never padded (it holds free text such as process lists)."""
     ncols = len(headers)

@@ -2,60 +2,95 @@
 
 from __future__ import annotations
 
-import argparse
-import socket
+# `socket`'s C core (for AF_INET/AF_INET6): see probe/rawio.py on start-up time.
+import _socket
 import sys
 
 from . import output
+from .options import Option, add_all
 
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    import argparse
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.usage = (
-        "sockscope trace HOST [PACKETLEN] [-I|-U|-T] [-p PORT] [-q N] [-m MAX] [-f FIRST] [-w WAIT]"
-        " [-N PARALLEL] [-t TOS] [-r] [-4|-6] [--json] [-v]"
-    )
-    p.add_argument("host", metavar="HOST", help="name or address")
-    p.add_argument(
+    from .options import Parsed
+
+# Runs for moments and only prints: no garbage collector, no interpreter teardown
+# (see cli.main.launch).
+BRIEF = True
+
+USAGE = (
+    "sockscope trace HOST [PACKETLEN] [-I|-U|-T] [-p PORT] [-q N] [-m MAX] [-f FIRST] [-w WAIT]"
+    " [-N PARALLEL] [-t TOS] [-r] [-4|-6] [--json] [-v]"
+)
+
+# Declared once for argparse and for the quick parser (cli/options.py): a traceroute
+# is judged by its start-up, and argparse is a third of a Python one's.
+OPTIONS = (
+    Option("host", metavar="HOST", help="name or address"),
+    Option(
         "packet_len",
         metavar="PACKETLEN",
         type=int,
         nargs="?",
         help="whole probe packet length (default 60 for IPv4, 80 for IPv6)",
-    )
-    how = p.add_mutually_exclusive_group()
-    how.add_argument(
-        "-I", "--icmp", dest="method", action="store_const", const="icmp", help="ICMP echo probes"
-    )
-    how.add_argument(
-        "-U", "--udp", dest="method", action="store_const", const="udp", help="UDP probes (the default)"
-    )
-    how.add_argument("-T", "--tcp", dest="method", action="store_const", const="tcp", help="TCP SYN probes")
-    p.add_argument("-p", "--port", type=int, help="destination port (UDP 33434, TCP 80)")
-    p.add_argument("-q", "--queries", type=int, default=3, help="probes per hop (default 3)")
-    p.add_argument("-m", "--max-hops", type=int, default=30, help="largest TTL (default 30)")
-    p.add_argument("-f", "--first", type=int, default=1, help="first TTL (default 1)")
-    p.add_argument(
+    ),
+    Option(
+        "-I",
+        "--icmp",
+        group="method",
+        dest="method",
+        action="store_const",
+        const="icmp",
+        help="ICMP echo probes",
+    ),
+    Option(
+        "-U",
+        "--udp",
+        group="method",
+        dest="method",
+        action="store_const",
+        const="udp",
+        help="UDP probes (the default)",
+    ),
+    Option(
+        "-T", "--tcp", group="method", dest="method", action="store_const", const="tcp", help="TCP SYN probes"
+    ),
+    Option("-p", "--port", type=int, help="destination port (UDP 33434, TCP 80)"),
+    Option("-q", "--queries", type=int, default=3, help="probes per hop (default 3)"),
+    Option("-m", "--max-hops", type=int, default=30, help="largest TTL (default 30)"),
+    Option("-f", "--first", type=int, default=1, help="first TTL (default 1)"),
+    Option(
         "-w",
         "--wait",
         default="5,3,10",
         metavar="MAX[,HERE,NEAR]",
         help="wait at most MAX s, HERE times an RTT from the same hop, NEAR times one from a later"
         " hop (default 5,3,10, as traceroute)",
-    )
-    p.add_argument("-N", "--sim-queries", type=int, default=16, help="probes in flight at once (default 16)")
-    p.add_argument("-t", "--tos", type=int, default=0, help="TOS / traffic class of the probes")
-    p.add_argument("-r", "--resolve", action="store_true", help="show host names (reverse lookups)")
-    p.add_argument("-n", dest="numeric", action="store_true", help="numeric output (the default; for habit)")
-    fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
-    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
-    p.add_argument("--json", action="store_true", help="one JSON object with every probe")
-    p.add_argument(
+    ),
+    Option("-N", "--sim-queries", type=int, default=16, help="probes in flight at once (default 16)"),
+    Option("-t", "--tos", type=int, default=0, help="TOS / traffic class of the probes"),
+    Option("-r", "--resolve", action="store_true", help="show host names (reverse lookups)"),
+    Option("-n", dest="numeric", action="store_true", help="numeric output (the default; for habit)"),
+    Option(
+        "-4", group="family", dest="family", action="store_const", const=_socket.AF_INET, help="IPv4 only"
+    ),
+    Option(
+        "-6", group="family", dest="family", action="store_const", const=_socket.AF_INET6, help="IPv6 only"
+    ),
+    Option("--json", action="store_true", help="one JSON object with every probe"),
+    Option(
         "-v",
         "--verbose",
         action="store_true",
         help="show what quoted packets reveal (TOS, TTL at arrival, MPLS) and ICMP not for us",
-    )
+    ),
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.usage = USAGE
+    add_all(p, OPTIONS)
 
 
 def _waits(text: str) -> tuple[float, float, float]:
@@ -73,7 +108,7 @@ def _waits(text: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace | Parsed) -> int:
     from sockscope.probe.model import TraceHop, TraceResult
     from sockscope.probe.trace import trace
 

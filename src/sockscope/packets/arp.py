@@ -6,9 +6,11 @@ header states, so non-Ethernet/IPv4 ARP decodes too. Build an Ethernet/IPv4 requ
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
-
 from sockscope.packets.fields import Header, coerce, ip_to_text, mac_to_text
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Self
 
 ARP_REQUEST = 1
 ARP_REPLY = 2

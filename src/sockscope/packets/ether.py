@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import builtins
-from typing import ClassVar
 
 from sockscope.packets import registry
 from sockscope.packets.fields import Header
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806

@@ -28,14 +28,18 @@ runs to the end of what encloses it), ``header_len``, ``_starts_partial`` and ``
 
 from __future__ import annotations
 
-import socket
+# The C module under `socket`: the wrapper's enums cost every traceroute milliseconds
+# of start-up, and inet_ntop/inet_pton are the same functions.
+import _socket
 import struct
-from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, Self
+
     from sockscope.packets.packet import Packet
 
-Field = tuple[str, str, Any]
+    Field = tuple[str, str, Any]
 _NOTHING_GIVEN: frozenset[str] = frozenset()
 
 
@@ -53,11 +57,11 @@ def mac_to_text(raw: bytes) -> str:
 
 def ip_to_text(raw: bytes) -> str:
     """4 or 16 address bytes -> the usual text form (inet_ntop is C, so fast)."""
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    return _socket.inet_ntop(_socket.AF_INET if len(raw) == 4 else _socket.AF_INET6, raw)
 
 
 def ip_to_bytes(text: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    return _socket.inet_pton(_socket.AF_INET6 if ":" in text else _socket.AF_INET, text)
 
 
 def coerce(fmt: str, value: Any) -> Any:

@@ -11,12 +11,13 @@ of its own whose shortfall counts as truncation, not malformation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
-
 from sockscope.packets.checksum import internet_checksum, verify
 from sockscope.packets.fields import Header
 
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from sockscope.packets.packet import Packet
 
 ICMP_ECHOREPLY = 0

@@ -8,11 +8,13 @@ The checksum covers the IPv6 pseudo-header, so ``pack`` needs ``lower`` (or use
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from sockscope.packets.fields import Header, ip_to_text
 from sockscope.packets.icmp import ICMPBase
 from sockscope.packets.l4base import PseudoChecksummed
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 ICMP6_DST_UNREACH = 1
 ICMP6_PACKET_TOO_BIG = 2

@@ -13,11 +13,13 @@ Decoded: ``src``/``dst`` are bytes (``src_ip``/``dst_ip`` text), ``df``/``mf``/
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from sockscope.packets import registry
 from sockscope.packets.checksum import internet_checksum, verify
 from sockscope.packets.fields import Header, ip_to_text
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 IP_RF = 0x8000
 IP_DF = 0x4000

@@ -10,10 +10,12 @@ middle of some upper-layer packet).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from sockscope.packets import registry
 from sockscope.packets.fields import Header, ip_to_text
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 IPPROTO_HOPOPTS = 0
 IPPROTO_ROUTING = 43

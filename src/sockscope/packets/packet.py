@@ -18,8 +18,6 @@ Lies and shortfalls never raise. Decoding goes as far as the headers are true, t
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from sockscope.packets import registry
 from sockscope.packets.arp import ARP
 from sockscope.packets.ether import Dot1AD, Dot1Q, Ethernet
@@ -58,7 +56,11 @@ _FIRST_LAYER: dict[int, type[Header]] = {
     LINKTYPE_IPV6: IPv6,
 }
 
-H = TypeVar("H", bound=Header)
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    H = TypeVar("H", bound=Header)
 
 
 class Packet:

@@ -10,10 +10,14 @@
 from __future__ import annotations
 
 import struct
-from typing import ClassVar, NamedTuple, Self
 
 from sockscope.packets.fields import Header
 from sockscope.packets.l4base import PseudoChecksummed
+from sockscope.record import Record
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import ClassVar, Self
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = (1 << i for i in range(8))
 # tcpdump's letters, in its order (so SYN+ACK prints "S.").
@@ -31,9 +35,12 @@ FLAG_LETTERS = (
 OPT_EOL, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACK_OK, OPT_SACK, OPT_TIMESTAMP = 0, 1, 2, 3, 4, 5, 8
 
 
-class TCPOption(NamedTuple):
-    kind: int
-    data: bytes
+class TCPOption(Record):
+    _fields = ("kind", "data")
+    __slots__ = _fields
+
+    def __init__(self, kind: int, data: bytes) -> None:
+        self.kind, self.data = kind, data
 
 
 def tcp_options(

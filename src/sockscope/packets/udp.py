@@ -8,10 +8,12 @@ as 0xFFFF, since zero on the wire means "no checksum" (allowed over IPv4 only).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from sockscope.packets.fields import Header
 from sockscope.packets.l4base import PseudoChecksummed
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class UDP(PseudoChecksummed):

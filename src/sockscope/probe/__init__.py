@@ -7,7 +7,7 @@ through a raw socket (IP_HDRINCL). Imported lazily so ``import sockscope.probe``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 
 _EXPORTS = {
     "ping": "sockscope.probe.ping",
@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from sockscope.probe.craft import send_packets
     from sockscope.probe.model import (
         PingError,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-from typing import Any
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 
 from sockscope.probe.resolve import family_name
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 # ICMP destination-unreachable codes as traceroute marks them.
 _MARKS4 = {0: "!N", 1: "!H", 2: "!P", 9: "!X", 10: "!X", 13: "!X", 14: "!V", 15: "!C"}

@@ -11,13 +11,16 @@ nothing. Read what comes back with `sockscope.packets.decode`.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterable
+import _socket as socket  # as in rawio: the C core, no enums
 
 from sockscope.errors import UsageError
 from sockscope.packets import LINKTYPE_RAW, IPv4, IPv6, decode
 from sockscope.probe import rawio
 from sockscope.probe.common import sockaddr
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def send_packets(packets: Iterable[bytes]) -> int:

@@ -15,19 +15,26 @@ asyncio loop (the async API: many probers in one process, no threads).
 
 from __future__ import annotations
 
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 import select
-import socket
 import time
-from collections.abc import Callable, Generator, Hashable
-from enum import Enum
-from typing import Any
 
 from sockscope.packets import ICMP, LINKTYPE_RAW, TCP, Header, ICMPv6, IPv4, IPv6, Packet, decode, stack
 from sockscope.probe import rawio
 
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Hashable
+    from typing import Any
 
-class Kind(Enum):
-    """What a receive socket delivers."""
+    # What a prober generator yields (a deadline) and is sent (the probes answered).
+    Steps = Generator[float, list["Probe"], None]
+
+
+class Kind:
+    """What a receive socket delivers (plain constants: enum costs start-up time)."""
 
     IP = "ip"  # whole IPv4 packets (raw IPv4 sockets)
     TRANSPORT6 = "transport6"  # the transport header on (raw IPv6 sockets)
@@ -115,9 +122,6 @@ class Probe:
         return None if self.reply is None else (self.reply.time - self.sent) * 1000.0
 
 
-# What a prober generator yields (a deadline) and is sent (the probes answered).
-Steps = Generator[float, list[Probe], None]
-
 
 def drive(engine: Engine, steps: Steps) -> None:
     """Run a prober to the end, waiting in ``select`` (no event loop needed)."""
@@ -151,12 +155,12 @@ class Engine:
         # latency, as traceroute and ping take them; a scan does without (cheaper reads).
         self.timestamps = timestamps
         self._sockets: list[socket.socket] = []
-        self._readers: list[tuple[socket.socket, Kind, int]] = []
+        self._readers: list[tuple[socket.socket, str, int]] = []
         self._answered: list[Probe] = []
         self._loop: Any = None  # the asyncio loop, once `wait` has been awaited
         self._event: Any = None  # an asyncio.Event set when a probe is answered
 
-    def listen(self, sock: socket.socket, kind: Kind, proto: int = 0) -> socket.socket:
+    def listen(self, sock: socket.socket, kind: str, proto: int = 0) -> socket.socket:
         """Read ``sock`` from now on (the engine closes it at the end)."""
         sock.setblocking(False)
         if self.timestamps:
@@ -197,12 +201,23 @@ class Engine:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 break
-            ready, _, _ = select.select([r[0] for r in self._readers], [], [], timeout)
-            for sock, kind, proto in self._readers:
-                if sock in ready:
-                    self._readable(sock, kind, proto)
+            self._read_ready(timeout)
         answered, self._answered = self._answered, []
         return answered
+
+    def read_ready(self) -> None:
+        """Read what has arrived, without waiting; the probes it answers come with
+        the next `poll`/`wait`. A prober sending a burst calls this between sends:
+        until the kernel's receive timestamps are switched on (it does that lazily,
+        a little after the first socket asks), a reply is stamped when read, and one
+        left queued behind the burst would show an RTT, and make later waits, too long."""
+        self._read_ready(0.0)
+
+    def _read_ready(self, timeout: float) -> None:
+        ready, _, _ = select.select([r[0] for r in self._readers], [], [], timeout)
+        for sock, kind, proto in self._readers:
+            if sock in ready:
+                self._readable(sock, kind, proto)
 
     async def wait(self, deadline: float) -> list[Probe]:
         """`poll` for the asyncio loop: the sockets are read by loop callbacks."""
@@ -235,10 +250,10 @@ class Engine:
 
     # -- receiving ------------------------------------------------------------
 
-    def _readable(self, sock: socket.socket, kind: Kind, proto: int) -> None:
+    def _readable(self, sock: socket.socket, kind: str, proto: int) -> None:
         while True:
             try:
-                if kind is Kind.DATAGRAM:
+                if kind == Kind.DATAGRAM:
                     got = self._read_queued(sock)
                     if got is None:
                         got = self._read_datagram(sock, proto)
@@ -275,8 +290,8 @@ class Engine:
         if self._event is not None:
             self._event.set()
 
-    def _read_raw(self, sock: socket.socket, kind: Kind, proto: int) -> Received | None:
-        if kind is Kind.IP:  # the header says it all: the cheapest read will do
+    def _read_raw(self, sock: socket.socket, kind: str, proto: int) -> Received | None:
+        if kind == Kind.IP:  # the header says it all: the cheapest read will do
             if self.timestamps:
                 data, ancdata, _flags, _addr = sock.recvmsg(65535, 256)
                 now = _arrival(ancdata)

@@ -12,7 +12,9 @@ Pure functions over bytes (sans-IO): the header values go in, the wire comes out
 
 from __future__ import annotations
 
-import socket
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 import struct
 
 from sockscope.packets import ICMP, SYN, TCP, UDP, ICMPv6, IPv4, IPv6, stack

@@ -4,15 +4,20 @@ shows about the path (-v). Sans-IO: works on `Received` messages only."""
 
 from __future__ import annotations
 
-import socket
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 import struct
-from collections.abc import Hashable
 
 from sockscope.packets import ACK, ICMP, RST, SYN, TCP, ICMPv6, IPv4, IPv6
 from sockscope.probe import rawio
 from sockscope.probe.common import is_port_unreachable, is_time_exceeded, is_unreachable, unreachable_mark
 from sockscope.probe.engine import OWN, Received
 from sockscope.probe.mpls import mpls_labels
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Hashable
 
 PROTO = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}
 ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}

@@ -1,23 +1,31 @@
 """Result types of ping, trace and scan; ``to_dict()`` is the JSON schema (keys
-may be added, never renamed). Immutable records are NamedTuples and the results
-plain classes: dataclasses would cost every traceroute ~15 ms of start-up."""
+may be added, never renamed). Small records are `Record`s and the results plain
+classes: dataclasses or NamedTuples would cost every traceroute milliseconds of
+start-up (they import typing, collections, re)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+
+from sockscope.record import Record
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-class PingReply(NamedTuple):
-    seq: int
-    ttl: int | None
-    rtt_ms: float
-    address: str  # who answered
-    size: int  # ICMP bytes received (header + data), as ping prints them
+class PingReply(Record):
+    _fields = ("seq", "ttl", "rtt_ms", "address", "size")
+    __slots__ = _fields
+
+    def __init__(self, seq: int, ttl: int | None, rtt_ms: float, address: str, size: int) -> None:
+        self.seq, self.ttl, self.rtt_ms = seq, ttl, rtt_ms
+        self.address = address  # who answered
+        self.size = size  # ICMP bytes received (header + data), as ping prints them
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -29,14 +37,15 @@ class PingReply(NamedTuple):
         }
 
 
-class PingError(NamedTuple):
+class PingError(Record):
     """An ICMP error about one of our echo requests (TTL exceeded, unreachable)."""
 
-    seq: int
-    address: str
-    icmp_type: int
-    icmp_code: int
-    text: str
+    _fields = ("seq", "address", "icmp_type", "icmp_code", "text")
+    __slots__ = _fields
+
+    def __init__(self, seq: int, address: str, icmp_type: int, icmp_code: int, text: str) -> None:
+        self.seq, self.address, self.icmp_type, self.icmp_code = seq, address, icmp_type, icmp_code
+        self.text = text
 
     def to_dict(self) -> dict[str, Any]:
         icmp = {"type": self.icmp_type, "code": self.icmp_code}
@@ -95,15 +104,24 @@ class PingResult:
         }
 
 
-class TraceProbe(NamedTuple):
-    ttl: int
-    address: str | None = None  # None: no answer
-    rtt_ms: float | None = None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-    mark: str | None = None  # !H, !N, !P, !X, !<code>
-    name: str | None = None
-    notes: tuple[str, ...] = ()  # what the quoted packet shows (-v)
+class TraceProbe(Record):
+    _fields = ("ttl", "address", "rtt_ms", "icmp_type", "icmp_code", "mark", "name", "notes")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        ttl: int,
+        address: str | None = None,  # None: no answer
+        rtt_ms: float | None = None,
+        icmp_type: int | None = None,
+        icmp_code: int | None = None,
+        mark: str | None = None,  # !H, !N, !P, !X, !<code>
+        name: str | None = None,
+        notes: tuple[str, ...] = (),  # what the quoted packet shows (-v)
+    ) -> None:
+        self.ttl, self.address, self.rtt_ms = ttl, address, rtt_ms
+        self.icmp_type, self.icmp_code, self.mark = icmp_type, icmp_code, mark
+        self.name, self.notes = name, notes
 
     def to_dict(self) -> dict[str, Any]:
         icmp = None if self.icmp_type is None else {"type": self.icmp_type, "code": self.icmp_code}
@@ -116,9 +134,12 @@ class TraceProbe(NamedTuple):
         return out
 
 
-class TraceHop(NamedTuple):
-    ttl: int
-    probes: list[TraceProbe]
+class TraceHop(Record):
+    _fields = ("ttl", "probes")
+    __slots__ = _fields
+
+    def __init__(self, ttl: int, probes: list[TraceProbe]) -> None:
+        self.ttl, self.probes = ttl, probes
 
     def to_dict(self) -> dict[str, Any]:
         return {"ttl": self.ttl, "probes": [p.to_dict() for p in self.probes]}
@@ -154,12 +175,20 @@ class TraceResult:
         }
 
 
-class PortResult(NamedTuple):
-    port: int
-    proto: str  # "tcp" or "udp"
-    state: str  # "open", "closed", "filtered", "open|filtered"
-    reason: str  # syn-ack, reset, conn-refused, port-unreach, host-unreach, no-response...
-    reason_from: str | None = None  # who sent the ICMP error, when one decided it
+class PortResult(Record):
+    _fields = ("port", "proto", "state", "reason", "reason_from")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        port: int,
+        proto: str,  # "tcp" or "udp"
+        state: str,  # "open", "closed", "filtered", "open|filtered"
+        reason: str,  # syn-ack, reset, conn-refused, port-unreach, host-unreach, no-response...
+        reason_from: str | None = None,  # who sent the ICMP error, when one decided it
+    ) -> None:
+        self.port, self.proto, self.state, self.reason = port, proto, state, reason
+        self.reason_from = reason_from
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"port": self.port, "proto": self.proto, "state": self.state}

@@ -7,18 +7,25 @@ when raw sockets are not allowed.
 
 from __future__ import annotations
 
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 import os
-import socket
 import time
-from collections.abc import Callable, Hashable
 
 from sockscope.errors import PermissionNeeded, UsageError
 from sockscope.packets import ICMP, ICMPv6, IPv4, IPv6, stack
 from sockscope.probe import rawio
 from sockscope.probe.common import icmp_text, sockaddr
-from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, Steps, adrive, drive
+from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, adrive, drive
 from sockscope.probe.model import PingError, PingReply, PingResult
 from sockscope.probe.resolve import check_positive, check_range, resolve, source_address
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable
+
+    from sockscope.probe.engine import Steps
 
 ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
 ECHO_REPLY: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}

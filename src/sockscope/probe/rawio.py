@@ -8,12 +8,14 @@ parsed elsewhere (``sockscope.packets``).
 
 from __future__ import annotations
 
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 import errno
-import socket
 import struct
-from typing import NamedTuple
 
 from sockscope.errors import PermissionNeeded
+from sockscope.record import Record
 
 IPV6_HDRINCL = 36  # linux/in6.h, absent from Python's socket module
 IP_RECVERR = 11
@@ -32,17 +34,25 @@ SO_EE_ORIGIN_ICMP6 = 3
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 
 
-class QueuedError(NamedTuple):
+class QueuedError(Record):
     """One entry of a socket's error queue: an ICMP error about a datagram we sent."""
 
-    errno: int
-    origin: int
-    icmp_type: int
-    icmp_code: int
-    info: int
-    offender: str | None  # who sent the ICMP error (None for local errors)
-    destination: tuple[str, int]  # where the datagram that caused it was going
-    payload: bytes  # the datagram's own payload, as we sent it
+    _fields = ("errno", "origin", "icmp_type", "icmp_code", "info", "offender", "destination", "payload")
+    __slots__ = _fields
+
+    def __init__(
+        self,
+        errno: int,
+        origin: int,
+        icmp_type: int,
+        icmp_code: int,
+        info: int,
+        offender: str | None,  # who sent the ICMP error (None for local errors)
+        destination: tuple[str, int],  # where the datagram that caused it was going
+        payload: bytes,  # the datagram's own payload, as we sent it
+    ) -> None:
+        self.errno, self.origin, self.icmp_type, self.icmp_code = errno, origin, icmp_type, icmp_code
+        self.info, self.offender, self.destination, self.payload = info, offender, destination, payload
 
 
 def _need(what: str) -> PermissionNeeded:
@@ -186,14 +196,16 @@ def _sockaddr_ip(raw: bytes) -> str | None:
 
 def route_mtu(family: int, address: str) -> int | None:
     """The MTU of the interface the route to ``address`` leaves by (no packet sent)."""
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((address, 9))
-            if family == socket.AF_INET:
-                return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
-            return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
-        except OSError:
-            return None
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.connect((address, 9))
+        if family == socket.AF_INET:
+            return sock.getsockopt(socket.IPPROTO_IP, IP_MTU)
+        return sock.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)
+    except OSError:
+        return None
+    finally:
+        sock.close()
 
 
 # Errors a send can report because an earlier ICMP error is pending on the socket

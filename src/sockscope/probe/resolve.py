@@ -3,7 +3,9 @@ the numbers a user gives (TTL, sizes). Errors here are usage errors (exit 2)."""
 
 from __future__ import annotations
 
-import socket
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 
 from sockscope.errors import SockscopeError, UsageError
 
@@ -56,12 +58,14 @@ def resolve(host: str, family: int | None = None) -> tuple[int, str]:
 def source_address(family: int, address: str) -> str:
     """The local address the kernel would send from to reach ``address`` (no packet
     leaves: connecting a UDP socket only looks up the route)."""
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect((address, 9))
-        except OSError as exc:
-            raise SockscopeError(f"cannot reach {address}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.connect((address, 9))
         return str(sock.getsockname()[0])
+    except OSError as exc:
+        raise SockscopeError(f"cannot reach {address}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
 
 
 def reverse_name(address: str) -> str | None:

@@ -15,21 +15,24 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import asyncio
 
 from sockscope.errors import UsageError
 from sockscope.packets import ACK, ICMP, RST, SYN, TCP, ICMPv6
 from sockscope.probe import flows, rawio
 from sockscope.probe.common import is_port_unreachable, is_unreachable, sockaddr, unreach_reason
-from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, Steps, adrive, drive
+from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, adrive, drive
 from sockscope.probe.matching import quoted_transport
 from sockscope.probe.model import PortResult, ScanResult
 from sockscope.probe.ports import parse_ports
 from sockscope.probe.resolve import check_positive, check_range, resolve, source_address
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Hashable
+    from typing import Any
+
+    from sockscope.probe.engine import Steps
 
 METHODS = ("connect", "syn", "udp")
 MIN_WAIT = 0.1  # never give up on a probe sooner than this, whatever the RTTs seen

@@ -9,20 +9,27 @@ ordinary socket and the ICMP errors are read from its error queue (tracepath).
 
 from __future__ import annotations
 
+# `socket`'s C core: the wrapper module's enums and selectors cost every trace
+# milliseconds of start-up; the functions and constants are the same.
+import _socket as socket
 import os
-import socket
 import time
-from collections.abc import Callable
-from typing import Any
 
 from sockscope.errors import PermissionNeeded, UsageError
 from sockscope.probe import flows, rawio
 from sockscope.probe.common import sockaddr
-from sockscope.probe.engine import Engine, Kind, Probe, Steps, adrive, drive
+from sockscope.probe.engine import Engine, Kind, Probe, adrive, drive
 from sockscope.probe.matching import TraceMatcher, describe
 from sockscope.probe.model import TraceHop, TraceProbe, TraceResult
 from sockscope.probe.ping import check_size
 from sockscope.probe.resolve import check_positive, check_range, resolve, reverse_name, source_address
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from sockscope.probe.engine import Steps
 
 METHODS = ("udp", "icmp", "tcp")
 DEFAULT_PORT = {"udp": 33434, "tcp": 80, "icmp": None}
@@ -222,6 +229,7 @@ class _Tracer:
                     self.send(probe, probe.key, probe.info[0])  # type: ignore[arg-type]
                     inflight.add(next_unsent)
                     next_unsent += 1
+                    self.engine.read_ready()  # replies to the first probes of a burst: see there
                 deadline = min((probes[i].sent + timeout_of(i) for i in inflight), default=time.monotonic())
                 answered = yield deadline
                 for probe in answered:
