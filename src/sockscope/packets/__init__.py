@@ -10,28 +10,63 @@ Build: ``Header.build(**fields)`` then ``.pack(payload, lower=ip)`` per header, 
 checksums filled in (unless given explicitly).
 """
 
-from sockscope.packets.arp import ARP, ARP_REPLY, ARP_REQUEST
-from sockscope.packets.build import stack
-from sockscope.packets.checksum import internet_checksum, ones_sum, pseudo_header, transport_checksum
-from sockscope.packets.ether import Dot1AD, Dot1Q, Ethernet
-from sockscope.packets.fields import Header
-from sockscope.packets.icmp import ICMP
-from sockscope.packets.icmpv6 import ICMPv6
-from sockscope.packets.ipv4 import IP_DF, IP_MF, IPv4
-from sockscope.packets.ipv6 import AH, DestOptions, Fragment, HopByHop, IPv6, Routing
-from sockscope.packets.packet import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_IPV4,
-    LINKTYPE_IPV6,
-    LINKTYPE_LINUX_SLL,
-    LINKTYPE_LINUX_SLL2,
-    LINKTYPE_RAW,
-    Packet,
-    decode,
-)
-from sockscope.packets.sll import SLL, SLL2
-from sockscope.packets.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TCP, URG, tcp_options
-from sockscope.packets.udp import UDP
+from __future__ import annotations
+
+import sys
+
+# The IP layers and the decoder are loaded with the package (importing ``packet``
+# registers them for the next-layer dispatch); the rest on first use (PEP 562):
+# probing never needs Ethernet, SLL or ARP, and every module is time off a
+# traceroute's start-up (see packet._load_link_layers).
+from sockscope.packets import packet as _packet  # noqa: F401  (registers the IP layers)
+
+_EXPORTS = {
+    "ARP": "sockscope.packets.arp",
+    "ARP_REPLY": "sockscope.packets.arp",
+    "ARP_REQUEST": "sockscope.packets.arp",
+    "stack": "sockscope.packets.build",
+    "internet_checksum": "sockscope.packets.checksum",
+    "ones_sum": "sockscope.packets.checksum",
+    "pseudo_header": "sockscope.packets.checksum",
+    "transport_checksum": "sockscope.packets.checksum",
+    "Dot1AD": "sockscope.packets.ether",
+    "Dot1Q": "sockscope.packets.ether",
+    "Ethernet": "sockscope.packets.ether",
+    "Header": "sockscope.packets.fields",
+    "ICMP": "sockscope.packets.icmp",
+    "ICMPv6": "sockscope.packets.icmpv6",
+    "IP_DF": "sockscope.packets.ipv4",
+    "IP_MF": "sockscope.packets.ipv4",
+    "IPv4": "sockscope.packets.ipv4",
+    "AH": "sockscope.packets.ipv6",
+    "DestOptions": "sockscope.packets.ipv6",
+    "Fragment": "sockscope.packets.ipv6",
+    "HopByHop": "sockscope.packets.ipv6",
+    "IPv6": "sockscope.packets.ipv6",
+    "Routing": "sockscope.packets.ipv6",
+    "LINKTYPE_ETHERNET": "sockscope.packets.packet",
+    "LINKTYPE_IPV4": "sockscope.packets.packet",
+    "LINKTYPE_IPV6": "sockscope.packets.packet",
+    "LINKTYPE_LINUX_SLL": "sockscope.packets.packet",
+    "LINKTYPE_LINUX_SLL2": "sockscope.packets.packet",
+    "LINKTYPE_RAW": "sockscope.packets.packet",
+    "Packet": "sockscope.packets.packet",
+    "decode": "sockscope.packets.packet",
+    "SLL": "sockscope.packets.sll",
+    "SLL2": "sockscope.packets.sll",
+    "ACK": "sockscope.packets.tcp",
+    "CWR": "sockscope.packets.tcp",
+    "ECE": "sockscope.packets.tcp",
+    "FIN": "sockscope.packets.tcp",
+    "PSH": "sockscope.packets.tcp",
+    "RST": "sockscope.packets.tcp",
+    "SYN": "sockscope.packets.tcp",
+    "TCP": "sockscope.packets.tcp",
+    "URG": "sockscope.packets.tcp",
+    "tcp_options": "sockscope.packets.tcp",
+    "UDP": "sockscope.packets.udp",
+}
+
 
 __all__ = [
     "ACK",
@@ -79,3 +114,38 @@ __all__ = [
     "tcp_options",
     "transport_checksum",
 ]
+
+TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
+if TYPE_CHECKING:
+    from sockscope.packets.arp import ARP, ARP_REPLY, ARP_REQUEST
+    from sockscope.packets.build import stack
+    from sockscope.packets.checksum import internet_checksum, ones_sum, pseudo_header, transport_checksum
+    from sockscope.packets.ether import Dot1AD, Dot1Q, Ethernet
+    from sockscope.packets.fields import Header
+    from sockscope.packets.icmp import ICMP
+    from sockscope.packets.icmpv6 import ICMPv6
+    from sockscope.packets.ipv4 import IP_DF, IP_MF, IPv4
+    from sockscope.packets.ipv6 import AH, DestOptions, Fragment, HopByHop, IPv6, Routing
+    from sockscope.packets.packet import (
+        LINKTYPE_ETHERNET,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_LINUX_SLL2,
+        LINKTYPE_RAW,
+        Packet,
+        decode,
+    )
+    from sockscope.packets.sll import SLL, SLL2
+    from sockscope.packets.tcp import ACK, CWR, ECE, FIN, PSH, RST, SYN, TCP, URG, tcp_options
+    from sockscope.packets.udp import UDP
+
+
+def __getattr__(name: str) -> object:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'sockscope.packets' has no attribute {name!r}")
+    __import__(module_name)
+    value = getattr(sys.modules[module_name], name)
+    globals()[name] = value
+    return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 
 from sockscope.packets import registry
+from sockscope.packets.arp import ARP
 from sockscope.packets.fields import Header
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
@@ -70,3 +71,8 @@ class Dot1AD(Dot1Q):
 
     name = "802.1ad"
     ETHERTYPE = ETH_P_8021AD
+
+
+# What an Ethernet (or SLL) frame can carry besides IP, registered with the class
+# that dispatches to it (IP layers are registered by ``packet``).
+registry.register(Dot1Q, Dot1AD, ARP)

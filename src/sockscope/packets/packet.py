@@ -19,8 +19,6 @@ Lies and shortfalls never raise. Decoding goes as far as the headers are true, t
 from __future__ import annotations
 
 from sockscope.packets import registry
-from sockscope.packets.arp import ARP
-from sockscope.packets.ether import Dot1AD, Dot1Q, Ethernet
 from sockscope.packets.fields import Header
 from sockscope.packets.icmp import ICMP
 from sockscope.packets.icmpv6 import ICMPv6
@@ -33,7 +31,6 @@ from sockscope.packets.ipv6 import (
     IPPROTO_ROUTING,
     IPv6,
 )
-from sockscope.packets.sll import SLL, SLL2
 from sockscope.packets.tcp import TCP
 from sockscope.packets.udp import UDP
 
@@ -44,17 +41,22 @@ LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
 
-registry.register(Dot1Q, Dot1AD, ARP, IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, *EXTENSION_CLASSES)
+registry.register(IPv4, IPv6, TCP, UDP, ICMP, ICMPv6, *EXTENSION_CLASSES)
 # AH is valid under IPv4 too; the others only exist in IPv6.
 registry.IPV6_EXTENSIONS.update((IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_DSTOPTS))
 
-_FIRST_LAYER: dict[int, type[Header]] = {
-    LINKTYPE_ETHERNET: Ethernet,
-    LINKTYPE_LINUX_SLL: SLL,
-    LINKTYPE_LINUX_SLL2: SLL2,
-    LINKTYPE_IPV4: IPv4,
-    LINKTYPE_IPV6: IPv6,
-}
+_FIRST_LAYER: dict[int, type[Header]] = {LINKTYPE_IPV4: IPv4, LINKTYPE_IPV6: IPv6}
+_LINK_LAYER_TYPES = (LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2)
+
+
+def _load_link_layers() -> None:
+    """Ethernet, SLL and what only they carry (ARP, VLAN tags), loaded with the first
+    frame that needs them: probing reads IP packets only, and every module is time
+    off a traceroute's start-up."""
+    from sockscope.packets.ether import Ethernet
+    from sockscope.packets.sll import SLL, SLL2
+
+    _FIRST_LAYER.update({LINKTYPE_ETHERNET: Ethernet, LINKTYPE_LINUX_SLL: SLL, LINKTYPE_LINUX_SLL2: SLL2})
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
@@ -105,7 +107,11 @@ class Packet:
         if self.linktype == LINKTYPE_RAW:
             version = self.data[0] >> 4 if self.data else 0
             return IPv6 if version == 6 else IPv4
-        return _FIRST_LAYER.get(self.linktype)
+        cls = _FIRST_LAYER.get(self.linktype)
+        if cls is None and self.linktype in _LINK_LAYER_TYPES:
+            _load_link_layers()
+            cls = _FIRST_LAYER[self.linktype]
+        return cls
 
     def _decode(self) -> None:
         layers = self._layers

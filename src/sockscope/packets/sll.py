@@ -6,6 +6,7 @@ the interface index. Both end in (or carry) an EtherType ``protocol`` for the ne
 
 from __future__ import annotations
 
+from sockscope.packets import ether as _ether  # noqa: F401  (registers ARP and VLAN tags, which SLL frames carry too)
 from sockscope.packets import registry
 from sockscope.packets.fields import Header
 

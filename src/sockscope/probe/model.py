@@ -5,8 +5,6 @@ start-up (they import typing, collections, re)."""
 
 from __future__ import annotations
 
-import math
-
 from sockscope.record import Record
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
@@ -83,7 +81,7 @@ class PingResult:
             return None
         avg = sum(rtts) / len(rtts)
         mean_sq = sum(r * r for r in rtts) / len(rtts)
-        return min(rtts), avg, max(rtts), math.sqrt(max(mean_sq - avg * avg, 0.0))
+        return min(rtts), avg, max(rtts), max(mean_sq - avg * avg, 0.0) ** 0.5
 
     def to_dict(self) -> dict[str, Any]:
         stats = self.rtt_stats()

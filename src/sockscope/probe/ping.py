@@ -13,13 +13,13 @@ import _socket as socket
 import os
 import time
 
-from sockscope.errors import PermissionNeeded, UsageError
+from sockscope.errors import PermissionNeeded
 from sockscope.packets import ICMP, ICMPv6, IPv4, IPv6, stack
 from sockscope.probe import rawio
 from sockscope.probe.common import icmp_text, sockaddr
 from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, adrive, drive
 from sockscope.probe.model import PingError, PingReply, PingResult
-from sockscope.probe.resolve import check_positive, check_range, resolve, source_address
+from sockscope.probe.resolve import check_positive, check_range, check_size, resolve, source_address
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
@@ -29,23 +29,8 @@ if TYPE_CHECKING:
 
 ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
 ECHO_REPLY: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}
-IP_HEADER: dict[int, int] = {socket.AF_INET: 20, socket.AF_INET6: 40}
-MAX_PACKET = 65535
 
 PingEvent = PingReply | PingError
-
-
-def check_size(family: int, address: str, size: int, header: int = 8) -> None:
-    """A payload of ``size`` must fit the interface the route leaves by, since a
-    packet whose header we build ourselves is never fragmented by the kernel."""
-    if size < 0:
-        raise UsageError(f"size {size} is negative")
-    total = IP_HEADER[family] + header + size
-    if total > MAX_PACKET:
-        raise UsageError(f"size {size} too large: the packet would be {total} bytes (maximum {MAX_PACKET})")
-    mtu = rawio.route_mtu(family, address)
-    if mtu is not None and total > mtu:
-        raise UsageError(f"size {size} too large for the interface: {total}-byte packet, MTU {mtu}")
 
 
 def ping(

@@ -8,6 +8,10 @@ from __future__ import annotations
 import _socket as socket
 
 from sockscope.errors import SockscopeError, UsageError
+from sockscope.probe import rawio
+
+IP_HEADER: dict[int, int] = {socket.AF_INET: 20, socket.AF_INET6: 40}
+MAX_PACKET = 65535
 
 
 def family_name(family: int) -> str:
@@ -87,3 +91,16 @@ def check_positive(what: str, value: float) -> float:
     if not value > 0:
         raise UsageError(f"{what} must be positive, got {value}")
     return value
+
+
+def check_size(family: int, address: str, size: int, header: int = 8) -> None:
+    """A payload of ``size`` must fit the interface the route leaves by, since a
+    packet whose header we build ourselves is never fragmented by the kernel."""
+    if size < 0:
+        raise UsageError(f"size {size} is negative")
+    total = IP_HEADER[family] + header + size
+    if total > MAX_PACKET:
+        raise UsageError(f"size {size} too large: the packet would be {total} bytes (maximum {MAX_PACKET})")
+    mtu = rawio.route_mtu(family, address)
+    if mtu is not None and total > mtu:
+        raise UsageError(f"size {size} too large for the interface: {total}-byte packet, MTU {mtu}")

@@ -21,8 +21,14 @@ from sockscope.probe.common import sockaddr
 from sockscope.probe.engine import Engine, Kind, Probe, adrive, drive
 from sockscope.probe.matching import TraceMatcher, describe
 from sockscope.probe.model import TraceHop, TraceProbe, TraceResult
-from sockscope.probe.ping import check_size
-from sockscope.probe.resolve import check_positive, check_range, resolve, reverse_name, source_address
+from sockscope.probe.resolve import (
+    check_positive,
+    check_range,
+    check_size,
+    resolve,
+    reverse_name,
+    source_address,
+)
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
