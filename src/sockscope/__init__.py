@@ -19,6 +19,8 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
 
 from __future__ import annotations
 
+import sys
+
 # Not `from typing import ...`: typing costs a few milliseconds to import, and every
 # command pays for this module. Type checkers read any TYPE_CHECKING name as True.
 TYPE_CHECKING = False
@@ -106,6 +108,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sockscope.capture.inject import replay, send_frame
     from sockscope.capture.packet import CapturedPacket
     from sockscope.divert import Divert, DivertPacket, Verdict, divert
@@ -133,17 +137,30 @@ if TYPE_CHECKING:
     from sockscope.services import PeerCredentials, Server, peer_credentials, recv_fds, send_fds
 
 
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], object]:
+    """A package's ``__getattr__`` (PEP 562) that imports ``exports[name]``'s module
+    when ``name`` is first used and keeps the value in the package. Used by this
+    package, ``sockscope.probe`` and ``sockscope.packets``: each command imports
+    only what it uses."""
+
+    def __getattr__(name: str) -> object:
+        module_name = exports.get(name)
+        if module_name is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        __import__(module_name)
+        value = getattr(sys.modules[module_name], name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
+
+
+_exported = lazy_exports(__name__, _EXPORTS)
+
+
 def __getattr__(name: str) -> object:
     if name in ("capture", "pcap", "packets"):
         # Subpackages; ``capture`` is also callable: sockscope.capture(...) opens one.
-        import importlib
-
-        return importlib.import_module(f"sockscope.{name}")
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'sockscope' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+        __import__(f"sockscope.{name}")
+        return sys.modules[f"sockscope.{name}"]
+    return _exported(name)

@@ -44,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = next((a for a in args_list if not a.startswith("-")), None)
     if only not in COMMANDS:
         only = None
+    if args_list == ["--version"]:  # without building the parser (start-up time)
+        from sockscope import __version__
+
+        sys.stdout.write(f"sockscope {__version__}\n")
+        return 0
     args = _quick_args(only, args_list)
     if args is None:
         from sockscope.cli.parser import build_parser

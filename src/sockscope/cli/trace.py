@@ -6,7 +6,6 @@ from __future__ import annotations
 import _socket
 import sys
 
-from . import output
 from .options import Option, add_all
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
@@ -146,10 +145,10 @@ def run(args: argparse.Namespace | Parsed) -> int:
     if args.json:
         import json
 
-        output.write(json.dumps(result.to_dict(), indent=1) + "\n")
+        sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
     elif args.verbose:
         how = "UDP socket error queue, no CAP_NET_RAW" if result.unprivileged else "raw sockets"
-        output.write(
+        sys.stdout.write(
             f"{'reached' if result.reached else 'not reached'} in {result.elapsed_ms:.0f} ms ({how});"
             f" ignored {result.ignored} ICMP messages for others, {result.malformed} malformed\n"
         )

@@ -12,7 +12,7 @@ checksums filled in (unless given explicitly).
 
 from __future__ import annotations
 
-import sys
+from sockscope import lazy_exports
 
 # The IP layers and the decoder are loaded with the package (importing ``packet``
 # registers them for the next-layer dispatch); the rest on first use (PEP 562):
@@ -141,11 +141,4 @@ if TYPE_CHECKING:
     from sockscope.packets.udp import UDP
 
 
-def __getattr__(name: str) -> object:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'sockscope.packets' has no attribute {name!r}")
-    __import__(module_name)
-    value = getattr(sys.modules[module_name], name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

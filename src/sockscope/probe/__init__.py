@@ -7,6 +7,8 @@ through a raw socket (IP_HDRINCL). Imported lazily so ``import sockscope.probe``
 
 from __future__ import annotations
 
+from sockscope import lazy_exports
+
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 
 _EXPORTS = {
@@ -48,8 +50,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from sockscope.probe.craft import send_packets
     from sockscope.probe.model import (
         PingError,
@@ -67,12 +67,4 @@ if TYPE_CHECKING:
     from sockscope.probe.trace import atrace, trace
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'sockscope.probe' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

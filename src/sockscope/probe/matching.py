@@ -13,7 +13,6 @@ from sockscope.packets import ACK, ICMP, RST, SYN, TCP, ICMPv6, IPv4, IPv6
 from sockscope.probe import rawio
 from sockscope.probe.common import is_port_unreachable, is_time_exceeded, is_unreachable, unreachable_mark
 from sockscope.probe.engine import OWN, Received
-from sockscope.probe.mpls import mpls_labels
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
@@ -148,5 +147,8 @@ def _quote_notes(m: TraceMatcher, icmp: ICMP | ICMPv6) -> list[str]:
         notes.append(f"TOS 0x{m.tos:02x} arrived as 0x{tos:02x}")
     if is_time_exceeded(m.family, icmp.type) and ttl != 1:
         notes.append(f"quoted TTL {ttl}")
+    # Imported with the first hop described, while later hops are still awaited, not at start-up.
+    from sockscope.probe.mpls import mpls_labels
+
     notes.extend(f"MPLS label {label} exp {exp} ttl {ttl}" for label, exp, _bottom, ttl in mpls_labels(icmp))
     return notes
