@@ -136,6 +136,8 @@ class TraceResult:
         self.ignored = 0
         self.malformed = 0
         self.unprivileged = False
+        self.notes: list[str] = []  # how the trace was done, where that is not the usual way
+        self.fallback: str | None = None  # why ``method`` is not the method asked for
         self.elapsed_ms = 0.0
 
     def __repr__(self) -> str:
@@ -151,6 +153,7 @@ class TraceResult:
             "reached": self.reached,
             "ignored": self.ignored,
             "malformed": self.malformed,
+            "notes": self.notes,
         }
 
 

@@ -126,6 +126,14 @@ def _finish(result: PingResult, pinger: _Pinger, steps: Steps) -> None:
     pinger.engine.close()
 
 
+def queued_seq(q: rawio.QueuedError) -> int | None:
+    """The sequence of the echo request an ICMP datagram socket's error-queue entry
+    quotes (None for a local error or a quote too short)."""
+    if len(q.payload) < 8 or q.origin == rawio.SO_EE_ORIGIN_LOCAL:
+        return None
+    return int.from_bytes(q.payload[6:8], "big")
+
+
 class _Pinger:
     def __init__(self, family: int, address: str, size: int, ttl: int) -> None:
         self.family, self.address, self.ttl = family, address, ttl
@@ -172,11 +180,8 @@ class _Pinger:
 
     def _match(self, got: Received) -> Hashable | None:
         if got.queued is not None:  # datagram socket's error queue: our own request comes back
-            q = got.queued
-            if len(q.payload) < 8 or q.origin == rawio.SO_EE_ORIGIN_LOCAL:
-                return None
-            got.source = q.offender or got.source
-            return int.from_bytes(q.payload[6:8], "big")
+            got.source = got.queued.offender or got.source
+            return queued_seq(got.queued)
         icmp = got.icmp
         if icmp is None:
             return None
