@@ -195,18 +195,7 @@ def test_unprivileged_tcp_connects_under_asyncio(net: probe_net.ProbeNet) -> Non
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_unprivileged_icmp_falls_back_to_udp_saying_why(net: probe_net.ProbeNet, v6: bool) -> None:
     # ping_group_range is at its default ("1 0"): no group may open ICMP datagram sockets.
-    def run() -> dict[str, Any]:
-        import contextlib
-        import io
-
-        from sockscope.cli.main import main
-
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["trace", "-I", "--json", net.dest(v6)])
-        return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
-
-    got = in_netns(net.left, run, nobody=True)
+    got = in_netns(net.left, lambda: _main("trace", "-I", "--json", net.dest(v6)), nobody=True)
     assert got["code"] == 0, got["err"]
     err_lines = got["err"].splitlines()
     assert len(err_lines) == 1, got["err"]
@@ -267,3 +256,27 @@ def test_names_with_r(net: probe_net.ProbeNet) -> None:
     proc = cli(net, "trace", "-r", "-q", "1", "--json", "localhost")
     hop = json.loads(proc.stdout)["hops"][0]["probes"][0]
     assert (hop["address"], hop["name"]) == ("127.0.0.1", "localhost")
+
+
+def _main(*argv: str) -> dict[str, Any]:
+    """The CLI run in this process: exit status, stdout, stderr."""
+    import contextlib
+    import io
+
+    from sockscope.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+
+
+def test_unprivileged_tcp_verbose_says_the_flow_is_not_kept(net: probe_net.ProbeNet) -> None:
+    got = in_netns(net.left, lambda: _main("trace", "-T", "-v", "-q", "1", net.dest(False)), nobody=True)
+    assert (got["code"], got["err"]) == (0, "")
+    lines = got["out"].splitlines()
+    assert [line.split()[:2] for line in lines[1:5]] == [["1", str(net.hops(False)[0])], ["2", "*"]] + [
+        [str(ttl), addr] for ttl, addr in ((3, net.hops(False)[2]), (4, net.dest(False)))
+    ]
+    assert lines[5].startswith("note: TCP connect() per probe") and "flow identifier is not kept" in lines[5]
+    assert lines[6].startswith("reached in ") and "(no CAP_NET_RAW)" in lines[6]

@@ -234,6 +234,11 @@ class Engine:
                     self.pending.pop(probe.key, None)
                     raise
 
+    def expect(self, probe: Probe) -> None:
+        """Wait for (another) answer to ``probe`` without sending anything: how ping
+        catches duplicate replies."""
+        self.pending[probe.key] = probe
+
     def forget(self, probe: Probe) -> None:
         self.pending.pop(probe.key, None)
         stream = self._streams.pop(probe.key, None)

@@ -18,6 +18,7 @@ class PingReply(NamedTuple):
     rtt_ms: float
     address: str  # who answered
     size: int  # ICMP bytes received (header + data), as ping prints them
+    duplicate: bool = False  # a second reply to the same request (ping's "DUP!")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class PingResult:
         self.sent = sent
         self.replies: list[PingReply] = []
         self.errors: list[PingError] = []
+        self.duplicates = 0  # replies to a request already answered: not in ``replies``
         self.ignored = 0  # ICMP messages that were not answers to us
         self.malformed = 0
         self.elapsed_ms = 0.0
@@ -86,6 +88,7 @@ class PingResult:
             "address": self.address,
             "sent": self.sent,
             "received": self.received,
+            "duplicates": self.duplicates,
             "loss": round(self.loss, 4),
             "rtt_ms": rtt,
             "replies": [r.to_dict() for r in self.replies],
