@@ -11,7 +11,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Any
+    from typing import Any, Self
 
 
 class Record:
@@ -33,3 +33,7 @@ class Record:
 
     def _asdict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._fields}
+
+    def _replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (``__init__`` takes the fields by their names)."""
+        return type(self)(**{**self._asdict(), **changes})

@@ -27,7 +27,8 @@ def preload() -> None:
     import sockscope.cli.trace
     import sockscope.probe.ping
     import sockscope.probe.scan
-    import sockscope.probe.trace  # noqa: F401
+    import sockscope.probe.trace
+    import sockscope.probe.unpriv  # noqa: F401
 
 
 def in_netns(netns: str, fn: Callable[[], Any], nobody: bool = False, timeout: float = 60) -> Any:

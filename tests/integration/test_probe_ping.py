@@ -57,7 +57,7 @@ def test_json_shape(net: probe_net.ProbeNet, v6: bool) -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert {"destination", "address", "sent", "received", "loss", "rtt_ms", "replies"} <= result.keys()
-    assert (result["sent"], result["received"], result["loss"]) == (2, 2, 0)
+    assert (result["sent"], result["received"], result["duplicates"], result["loss"]) == (2, 2, 0, 0)
     assert set(result["rtt_ms"]) == {"min", "avg", "max", "mdev"}
     assert result["rtt_ms"]["min"] <= result["rtt_ms"]["avg"] <= result["rtt_ms"]["max"]
     assert [(r["seq"], r["ttl"], r["from"], r["bytes"]) for r in result["replies"]] == [
@@ -113,6 +113,56 @@ def test_unprivileged_ping_uses_icmp_datagram_sockets(
 
     msg = in_netns(net.left, refused, nobody=True)
     assert msg.startswith("PermissionNeeded: ") and "ping_group_range" in msg
+
+
+@pytest.fixture
+def duplicating_right(topo_net: tuple[Topology, probe_net.ProbeNet]) -> Iterator[None]:
+    """While the test runs, nftables in right sends every echo reply a second time."""
+    topo, net = topo_net
+    topo.nft(net.line.right, _dup_replies(net))
+    try:
+        yield
+    finally:
+        topo.run(net.line.right, "nft", "delete table ip probe_dup; delete table ip6 probe_dup")
+
+
+def _dup_replies(net: probe_net.ProbeNet) -> str:
+    link = net.line.links[-1]  # r3 - right: the copy is handed to r3, which forwards it
+    return f"""
+table ip probe_dup {{
+    chain output_dup {{
+        type filter hook output priority 0; policy accept;
+        icmp type echo-reply dup to {link.addr_a} device "{link.veth.name_b}"
+    }}
+}}
+table ip6 probe_dup {{
+    chain output_dup {{
+        type filter hook output priority 0; policy accept;
+        icmpv6 type echo-reply dup to {link.addr6_a} device "{link.veth.name_b}"
+    }}
+}}
+"""
+
+
+@pytest.mark.usefixtures("duplicating_right")
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_duplicate_replies_are_marked_and_counted_apart(net: probe_net.ProbeNet, v6: bool) -> None:
+    proc = cli(net, "-c", "3", "-i", "0.2", net.dest(v6))
+    as_json = json.loads(cli(net, "-c", "2", "-i", "0.2", "--json", net.dest(v6)).stdout)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    replies = [line for line in lines if " bytes from " in line]
+    dest = re.escape(net.dest(v6))
+    for seq in (1, 2, 3):
+        mine = [line for line in replies if f" icmp_seq={seq} " in line]
+        assert len(mine) == 2, replies
+        assert re.fullmatch(rf"64 bytes from {dest}: icmp_seq={seq} ttl=61 time=[\d.]+ ms", mine[0])
+        assert re.fullmatch(rf"64 bytes from {dest}: icmp_seq={seq} ttl=61 time=[\d.]+ ms \(DUP!\)", mine[1])
+    assert re.search(
+        r"^3 packets transmitted, 3 received, \+3 duplicates, 0% packet loss, time \d+ms$", proc.stdout, re.M
+    )
+    assert (as_json["sent"], as_json["received"], as_json["duplicates"], as_json["loss"]) == (2, 2, 2, 0)
+    assert [r["seq"] for r in as_json["replies"]] == [1, 2]
 
 
 _INJECT = r"""

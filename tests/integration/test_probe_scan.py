@@ -63,7 +63,11 @@ def test_connect_scan(net: probe_net.ProbeNet, v6: bool) -> None:
     assert found[OPEN] == ("open", "syn-ack")
     assert found[CLOSED] == ("closed", "conn-refused")
     assert found[DROPPED] == ("filtered", "no-response")
-    assert found[PROHIBITED][0] == "filtered"
+    # IPv4's admin-prohibited fails connect() with EHOSTUNREACH, IPv6's with EACCES:
+    # the ICMP error itself, from the error queue, tells them apart from host-unreach.
+    assert found[PROHIBITED] == ("filtered", "admin-prohibited")
+    prohibited = next(p for p in json.loads(proc.stdout)["ports"] if p["port"] == PROHIBITED)
+    assert prohibited["reason_from"] == net.dest(v6)
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])

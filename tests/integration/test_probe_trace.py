@@ -20,12 +20,29 @@ pytestmark = pytest.mark.needs_root
 
 
 @pytest.fixture(scope="module")
-def net() -> Iterator[probe_net.ProbeNet]:
+def topo_net() -> Iterator[tuple[Topology, probe_net.ProbeNet]]:
     with Topology() as topo:
         built = probe_net.build(topo)
         # r1 rewrites the TOS / traffic class of what it forwards: later routers quote it.
         topo.nft(built.line.routers[0], probe_net.REWRITE_TOS)
-        yield built
+        yield topo, built
+
+
+@pytest.fixture
+def net(topo_net: tuple[Topology, probe_net.ProbeNet]) -> probe_net.ProbeNet:
+    return topo_net[1]
+
+
+@pytest.fixture
+def ping_sockets_for_all(topo_net: tuple[Topology, probe_net.ProbeNet]) -> Iterator[None]:
+    """ICMP datagram sockets allowed to every group in left (nobody too), as long as
+    the test runs; then back to the default, which allows none."""
+    topo, net = topo_net
+    topo.set_sysctl(net.line.left, "net.ipv4.ping_group_range", "0 2147483647")
+    try:
+        yield
+    finally:
+        topo.set_sysctl(net.line.left, "net.ipv4.ping_group_range", "1 0")
 
 
 def cli(net: probe_net.ProbeNet, *args: str) -> subprocess.CompletedProcess[str]:
@@ -106,9 +123,7 @@ def test_many_traces_at_once_in_one_process(net: probe_net.ProbeNet) -> None:
         from sockscope.probe import atrace
 
         async def all_of_them() -> list[dict[str, Any]]:
-            runs = [
-                atrace(net.dest(v6), method=m) for v6 in (False, True) for m in ("udp", "icmp", "tcp")
-            ]
+            runs = [atrace(net.dest(v6), method=m) for v6 in (False, True) for m in ("udp", "icmp", "tcp")]
             return [r.to_dict() for r in await asyncio.gather(*runs)]
 
         return asyncio.run(all_of_them())
@@ -130,16 +145,66 @@ def test_unprivileged_user_gets_the_path_over_udp(net: probe_net.ProbeNet, v6: b
     assert [p["mark"] for p in unreach["hops"][-1]["probes"]] == ["!H"] * 3
 
 
-def test_unprivileged_icmp_trace_is_one_clear_error(net: probe_net.ProbeNet) -> None:
-    def run() -> str:
-        try:
-            _trace(net.dest(False), method="icmp")
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return "no error"
+@pytest.mark.usefixtures("ping_sockets_for_all")
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("method", ["icmp", "tcp"])
+def test_unprivileged_icmp_and_tcp_get_the_path(net: probe_net.ProbeNet, method: str, v6: bool) -> None:
+    # -I over an ICMP datagram socket, -T with a connect() per probe (traceroute -M tcpconn).
+    result = in_netns(net.left, lambda: _trace(net.dest(v6), method=method), nobody=True)
+    assert (result["unprivileged"], result["method"]) == (True, method)
+    assert addresses(result) == net.hops(v6)
+    assert result["reached"] is True
+    assert [h["ttl"] for h in result["hops"]] == [1, 2, 3, 4]
+    last = result["hops"][-1]["probes"]
+    if method == "icmp":
+        assert [p["icmp"] for p in last] == [{"type": 129 if v6 else 0, "code": 0}] * 3
+        assert "ICMP datagram socket" in result["notes"][0]
+    else:  # nothing listens on port 80: refused, the RST came from the destination
+        assert [(p["icmp"], p["notes"]) for p in last] == [(None, ["tcp RST"])] * 3
+        assert "flow identifier is not kept" in result["notes"][0]
+    for hop in result["hops"][:-1]:
+        for probe in hop["probes"]:
+            if probe["address"] is not None:
+                assert probe["icmp"] == ({"type": 3, "code": 0} if v6 else {"type": 11, "code": 0})
+                assert probe["mark"] is None and 0 < probe["rtt_ms"] < 1000
+    unreach = in_netns(net.left, lambda: _trace(net.unreach(v6), method=method), nobody=True)
+    r3 = net.hops(v6)[2]
+    assert addresses(unreach) == [*net.hops(v6)[:3], r3]  # r3: time exceeded, then unreachable
+    assert [p["mark"] for p in unreach["hops"][-1]["probes"]] == ["!H"] * 3
+    assert unreach["reached"] is False
 
-    msg = in_netns(net.left, run, nobody=True)
-    assert msg.startswith("PermissionNeeded: ") and "CAP_NET_RAW" in msg and "\n" not in msg
+
+def test_unprivileged_tcp_connects_under_asyncio(net: probe_net.ProbeNet) -> None:
+    # Sockets opened per probe while the loop runs; a connect that completes is the destination.
+    def both() -> list[dict[str, Any]]:
+        import asyncio
+
+        from sockscope.probe import atrace
+
+        async def run() -> list[dict[str, Any]]:
+            runs = [atrace(net.dest(v6), method="tcp", port=probe_net.OPEN) for v6 in (False, True)]
+            return [r.to_dict() for r in await asyncio.gather(*runs)]
+
+        return asyncio.run(run())
+
+    for v6, result in zip((False, True), in_netns(net.left, both, nobody=True), strict=True):
+        assert addresses(result) == net.hops(v6) and result["reached"] is True
+        assert [p["notes"] for p in result["hops"][-1]["probes"]] == [["tcp SYN-ACK"]] * 3
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_unprivileged_icmp_falls_back_to_udp_saying_why(net: probe_net.ProbeNet, v6: bool) -> None:
+    # ping_group_range is at its default ("1 0"): no group may open ICMP datagram sockets.
+    got = in_netns(net.left, lambda: _main("trace", "-I", "--json", net.dest(v6)), nobody=True)
+    assert got["code"] == 0, got["err"]
+    err_lines = got["err"].splitlines()
+    assert len(err_lines) == 1, got["err"]
+    assert err_lines[0].startswith("sockscope trace: ICMP probes need CAP_NET_RAW")
+    assert "ping_group_range" in err_lines[0] and "using UDP probes (port 33434) instead" in err_lines[0]
+    result = json.loads(got["out"])
+    assert (result["method"], result["port"]) == ("udp", 33434)
+    assert addresses(result) == net.hops(v6) and result["reached"] is True
+    assert "UDP probes through an ordinary socket" in result["notes"][0]
 
 
 def test_verbose_shows_the_tos_rewritten_on_the_way(net: probe_net.ProbeNet) -> None:
@@ -191,3 +256,27 @@ def test_names_with_r(net: probe_net.ProbeNet) -> None:
     proc = cli(net, "trace", "-r", "-q", "1", "--json", "localhost")
     hop = json.loads(proc.stdout)["hops"][0]["probes"][0]
     assert (hop["address"], hop["name"]) == ("127.0.0.1", "localhost")
+
+
+def _main(*argv: str) -> dict[str, Any]:
+    """The CLI run in this process: exit status, stdout, stderr."""
+    import contextlib
+    import io
+
+    from sockscope.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+
+
+def test_unprivileged_tcp_verbose_says_the_flow_is_not_kept(net: probe_net.ProbeNet) -> None:
+    got = in_netns(net.left, lambda: _main("trace", "-T", "-v", "-q", "1", net.dest(False)), nobody=True)
+    assert (got["code"], got["err"]) == (0, "")
+    lines = got["out"].splitlines()
+    assert [line.split()[:2] for line in lines[1:5]] == [["1", str(net.hops(False)[0])], ["2", "*"]] + [
+        [str(ttl), addr] for ttl, addr in ((3, net.hops(False)[2]), (4, net.dest(False)))
+    ]
+    assert lines[5].startswith("note: TCP connect() per probe") and "flow identifier is not kept" in lines[5]
+    assert lines[6].startswith("reached in ") and "(no CAP_NET_RAW)" in lines[6]

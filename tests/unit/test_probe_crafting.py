@@ -221,3 +221,66 @@ def test_port_lists() -> None:
     for bad in ("", "x", "1,,2", "0", "65536", "5-3", "1-2-3", "80/tcp"):
         with pytest.raises(UsageError, match="bad port list"):
             parse_ports(bad)
+
+
+class _Sent:
+    """A send-only socket stand-in: what the prober sent, nothing on any wire."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, address: object) -> int:
+        self.sent.append(data)
+        return len(data)
+
+
+def test_ping_counts_a_second_reply_as_a_duplicate_not_as_received() -> None:
+    import time
+
+    from sockscope.probe.engine import Probe
+    from sockscope.probe.model import PingError
+    from sockscope.probe.ping import _Pinger
+
+    pinger = object.__new__(_Pinger)  # no sockets: replies are handed to the engine below
+    pinger.family, pinger.address, pinger.ttl, pinger.payload = socket.AF_INET, "192.0.2.1", 64, b""
+    pinger.engine, pinger.replied, pinger.duplicates = Engine(socket.AF_INET, pinger._match), {}, 0
+    pinger.dest, pinger.ident, pinger.source, pinger.unprivileged = ("192.0.2.1", 0), 77, None, True
+    pinger.sock = _Sent()  # type: ignore[assignment]
+    result = PingResult("h", "192.0.2.1", 0)
+    events: list[PingReply | PingError] = []
+    steps = pinger.steps(result, 2, 0.05, 5.0, events.append)
+
+    def reply(seq: int, ident: int = 77) -> list[Probe]:
+        wire = stack(
+            IPv4.build(src="192.0.2.1", dst="192.0.2.9", ttl=61), ICMP.build(type=0, ident=ident, seq=seq)
+        )
+        pinger.engine._deliver(Received("192.0.2.1", time.monotonic(), 61, decode(wire, LINKTYPE_RAW)))
+        return pinger.engine.poll(0)
+
+    next(steps)  # request 1 goes out
+    steps.send(reply(1))
+    steps.send(reply(1))
+    # Two more copies and another pinger's reply read before the prober sees any of them.
+    for ident in (77, 77, 78):
+        wire = stack(IPv4.build(src="192.0.2.1", dst="192.0.2.9"), ICMP.build(type=0, ident=ident, seq=1))
+        pinger.engine._deliver(Received("192.0.2.1", time.monotonic(), 61, decode(wire, LINKTYPE_RAW)))
+    steps.send(pinger.engine.poll(0))
+    time.sleep(0.06)
+    steps.send([])  # request 2 goes out
+    with pytest.raises(StopIteration):
+        steps.send(reply(2))
+    assert len(pinger.sock.sent) == 2  # type: ignore[attr-defined]
+    assert [(e.seq, isinstance(e, PingReply) and e.duplicate) for e in events] == [
+        (1, False),
+        (1, True),
+        (1, True),
+        (1, True),
+        (2, False),
+    ]
+    d = result.to_dict()
+    assert (d["sent"], d["received"], d["duplicates"], d["loss"]) == (2, 2, 3, 0)
+    assert [r["seq"] for r in d["replies"]] == [1, 2]
+    assert pinger.engine.ignored == 1  # another pinger's reply (ident 78)
+    assert isinstance(pinger._echo_reply(2), tuple)  # one more copy of reply 2: a duplicate
+    pinger._wrapped(2)  # sequence 2 used again after 65,535 requests: starts afresh
+    assert pinger._echo_reply(2) is None  # (the new request 2 is not sent here)

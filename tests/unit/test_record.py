@@ -43,3 +43,9 @@ def test_result_types_unpack_in_field_order() -> None:
     assert (port, proto, state, reason, reason_from) == (80, "tcp", "open", "syn-ack", None)
     assert TraceProbe(3, "192.0.2.1", 0.5).notes == ()
     assert TraceProbe(3) == TraceProbe(3, None, None)
+
+
+def test_replace_copies_with_changes() -> None:
+    pair = Pair(1, "a")
+    assert pair._replace(first_name="b") == Pair(1, "b")
+    assert pair == Pair(1, "a")

@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
             ttl = f" ttl={event.ttl}" if event.ttl is not None else ""
             rtt = _rtt(event.rtt_ms)
             line = f"{event.size} bytes from {event.address}: icmp_seq={event.seq}{ttl} time={rtt} ms"
+            if event.duplicate:
+                line += " (DUP!)"
         else:
             line = f"From {event.address} icmp_seq={event.seq} {event.text}"
         sys.stdout.write(line + "\n")
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         "",
         f"--- {args.host} ping statistics ---",
         f"{result.sent} packets transmitted, {result.received} received"
+        + (f", +{result.duplicates} duplicates" if result.duplicates else "")
         + (f", +{len(result.errors)} errors" if result.errors else "")
         + f", {loss:g}% packet loss, time {result.elapsed_ms:.0f}ms",
     ]

@@ -114,6 +114,11 @@ def run(args: argparse.Namespace | Parsed) -> int:
     wait, here, near = _waits(args.wait)
 
     def start(result: TraceResult) -> None:
+        if result.fallback is not None:  # e.g. -I refused an ICMP datagram socket
+            sys.stderr.write(f"sockscope trace: {result.fallback}\n")
+            sys.stderr.flush()
+        if args.json:
+            return
         sys.stdout.write(
             f"traceroute to {args.host} ({result.address}), {result.max_ttl} hops max, "
             f"{result.packet_size} byte packets\n"
@@ -140,14 +145,15 @@ def run(args: argparse.Namespace | Parsed) -> int:
         family=args.family,
         names=args.resolve,
         on_hop=None if args.json else show,
-        on_start=None if args.json else start,
+        on_start=start,
     )
     if args.json:
         import json
 
         sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
     elif args.verbose:
-        how = "UDP socket error queue, no CAP_NET_RAW" if result.unprivileged else "raw sockets"
+        how = "no CAP_NET_RAW" if result.unprivileged else "raw sockets"
+        sys.stdout.write("".join(f"note: {note}\n" for note in result.notes))
         sys.stdout.write(
             f"{'reached' if result.reached else 'not reached'} in {result.elapsed_ms:.0f} ms ({how});"
             f" ignored {result.ignored} ICMP messages for others, {result.malformed} malformed\n"

@@ -39,6 +39,9 @@ class Kind:
     IP = "ip"  # whole IPv4 packets (raw IPv4 sockets)
     TRANSPORT6 = "transport6"  # the transport header on (raw IPv6 sockets)
     DATAGRAM = "datagram"  # a datagram socket: payloads, plus ICMP errors on the error queue
+    # A TCP socket connecting (traceroute -M tcpconn): one outcome, an ICMP error from
+    # the error queue or the connect's own result; the engine then closes it.
+    STREAM = "stream"
 
 
 # What a matcher returns for a packet we sent ourselves and read back (loopback):
@@ -53,7 +56,18 @@ class Received:
     (Plain classes here and in ``model``: dataclasses cost a traceroute ~10 ms of
     start-up.)"""
 
-    __slots__ = ("_packet", "_raw", "_transport", "data", "port", "queued", "source", "time", "ttl")
+    __slots__ = (
+        "_packet",
+        "_raw",
+        "_transport",
+        "connect_errno",
+        "data",
+        "port",
+        "queued",
+        "source",
+        "time",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -70,6 +84,8 @@ class Received:
         self._transport: Header | bool | None = False  # False: not looked up yet
         # An IPv4 TCP segment read on the fast path: already checked, decoded on demand.
         self._raw: bytes | None = None
+        # A STREAM socket's connect() outcome (0: connected; ``port`` is then our own).
+        self.connect_errno: int | None = None
 
     @property
     def packet(self) -> Packet | None:
@@ -157,6 +173,8 @@ class Engine:
         self._sockets: list[socket.socket] = []
         self._readers: list[tuple[socket.socket, str, int]] = []
         self._answered: list[Probe] = []
+        # Connecting sockets (Kind.STREAM): probe key -> (socket, address connected to).
+        self._streams: dict[Hashable, tuple[socket.socket, str]] = {}
         self._loop: Any = None  # the asyncio loop, once `wait` has been awaited
         self._event: Any = None  # an asyncio.Event set when a probe is answered
 
@@ -167,7 +185,36 @@ class Engine:
             sock.setsockopt(socket.SOL_SOCKET, rawio.SO_TIMESTAMPNS, 1)
         self._sockets.append(sock)
         self._readers.append((sock, kind, proto))
+        if self._loop is not None:
+            self._watch(sock, kind, proto)
         return sock
+
+    def connect(self, sock: socket.socket, probe: Probe, address: tuple[Any, ...]) -> None:
+        """Start a non-blocking connect() as ``probe``; its outcome is the reply
+        (Kind.STREAM). The socket is closed once it has one, or the probe is forgotten."""
+        self.listen(sock, Kind.STREAM)
+        self._streams[probe.key] = (sock, str(address[0]))
+        probe.sent = time.monotonic()
+        self.pending[probe.key] = probe
+        try:
+            sock.connect(address)
+        except BlockingIOError:
+            pass  # EINPROGRESS: the outcome comes later
+        except OSError:
+            self.forget(probe)
+            raise
+        probe.tries += 1
+
+    def drop(self, sock: socket.socket) -> None:
+        """Stop reading ``sock`` and close it (done again, nothing happens)."""
+        self._readers = [r for r in self._readers if r[0] is not sock]
+        if sock in self._sockets:
+            self._sockets.remove(sock)
+        if sock.fileno() >= 0:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(sock.fileno())
+                self._loop.remove_writer(sock.fileno())
+            sock.close()
 
     def own(self, sock: socket.socket) -> socket.socket:
         """Close ``sock`` with the engine (a send-only socket)."""
@@ -191,8 +238,16 @@ class Engine:
                     self.pending.pop(probe.key, None)
                     raise
 
+    def expect(self, probe: Probe) -> None:
+        """Wait for (another) answer to ``probe`` without sending anything: how ping
+        catches duplicate replies."""
+        self.pending[probe.key] = probe
+
     def forget(self, probe: Probe) -> None:
         self.pending.pop(probe.key, None)
+        stream = self._streams.pop(probe.key, None)
+        if stream is not None:
+            self.drop(stream[0])
 
     def poll(self, deadline: float) -> list[Probe]:
         """Probes answered since the last call; waits in ``select`` until one is or
@@ -214,9 +269,12 @@ class Engine:
         self._read_ready(0.0)
 
     def _read_ready(self, timeout: float) -> None:
-        ready, _, _ = select.select([r[0] for r in self._readers], [], [], timeout)
-        for sock, kind, proto in self._readers:
-            if sock in ready:
+        # Connecting stream sockets (trace -T without CAP_NET_RAW) report the
+        # outcome of their connect as writable.
+        streams = [r[0] for r in self._readers if r[1] == Kind.STREAM]
+        ready, done, _ = select.select([r[0] for r in self._readers], streams, [], timeout)
+        for sock, kind, proto in list(self._readers):
+            if sock in ready or sock in done:
                 self._readable(sock, kind, proto)
 
     async def wait(self, deadline: float) -> list[Probe]:
@@ -227,7 +285,7 @@ class Engine:
             self._loop = asyncio.get_running_loop()
             self._event = asyncio.Event()
             for sock, kind, proto in self._readers:
-                self._loop.add_reader(sock.fileno(), self._readable, sock, kind, proto)
+                self._watch(sock, kind, proto)
         if not self._answered:
             timeout = deadline - time.monotonic()
             if timeout > 0:
@@ -239,11 +297,17 @@ class Engine:
         answered, self._answered = self._answered, []
         return answered
 
+    def _watch(self, sock: socket.socket, kind: str, proto: int) -> None:
+        self._loop.add_reader(sock.fileno(), self._readable, sock, kind, proto)
+        if kind == Kind.STREAM:  # a connect that succeeds makes the socket writable only
+            self._loop.add_writer(sock.fileno(), self._readable, sock, kind, proto)
+
     def close(self) -> None:
         for sock in self._sockets:
             if sock.fileno() >= 0:
                 if self._loop is not None and not self._loop.is_closed():
                     self._loop.remove_reader(sock.fileno())
+                    self._loop.remove_writer(sock.fileno())
                 sock.close()
         self._sockets.clear()
         self._readers.clear()
@@ -251,6 +315,23 @@ class Engine:
     # -- receiving ------------------------------------------------------------
 
     def _readable(self, sock: socket.socket, kind: str, proto: int) -> None:
+        if kind == Kind.STREAM:
+            import errno  # here: not on the path of every other read
+
+            key = next((k for k, (s, _a) in self._streams.items() if s is sock), None)
+            if key is None:
+                self.drop(sock)
+                return
+            got = self._read_queued(sock) or _connect_outcome(sock, self._streams[key][1])
+            if got is None:
+                return  # still connecting
+            # One outcome per connect: the socket has done its work. Any other error
+            # than a refusal, with nothing queued, leaves the probe unanswered.
+            del self._streams[key]
+            self.drop(sock)
+            if got.queued is not None or got.connect_errno in (0, errno.ECONNREFUSED):
+                self._deliver(got, key)
+            return
         while True:
             try:
                 if kind == Kind.DATAGRAM:
@@ -266,15 +347,18 @@ class Engine:
             if got is not None:
                 self._deliver(got)
 
-    def _deliver(self, got: Received) -> None:
+    def _deliver(self, got: Received, key: Hashable | None = None) -> None:
+        """Hand ``got`` to the probe it answers: ``key``'s if known (a socket of
+        its own), else the one the matcher names."""
         pkt = got._packet  # None on the fast path: those lengths are checked already
         if pkt is not None and (pkt.malformed is not None or _bad_checksum(got)):
             self.malformed += 1
             return
-        try:
-            key = self.matcher(got)
-        except (ValueError, KeyError, IndexError, AttributeError):
-            key = None  # a quote too short or too strange to read: not ours
+        if key is None:
+            try:
+                key = self.matcher(got)
+            except (ValueError, KeyError, IndexError, AttributeError):
+                key = None  # a quote too short or too strange to read: not ours
         if key is OWN:
             return
         probe = self.pending.pop(key, None) if key is not None else None
@@ -358,6 +442,20 @@ def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:
     if stamp is None:
         return now
     return min(now, now - (time.time() - stamp))
+
+
+def _connect_outcome(sock: socket.socket, address: str) -> Received | None:
+    """How a non-blocking connect() to ``address`` ended (None: not yet). Read after
+    the error queue: reading that clears the socket error an ICMP error set."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err == 0:
+        try:
+            sock.getpeername()
+        except OSError:
+            return None  # still connecting
+    got = Received(address, time.monotonic(), port=sock.getsockname()[1])
+    got.connect_errno = err
+    return got
 
 
 def _bad_checksum(got: Received) -> bool:

@@ -123,7 +123,8 @@ def describe(m: TraceMatcher, got: Received) -> tuple[int | None, int | None, st
     else:
         tcp = got.packet.get(TCP) if got.packet is not None else None
         flags = tcp.flags if tcp is not None else 0
-        return None, None, None, ["tcp " + ("RST" if flags & RST else "SYN-ACK")]
+        refused = got.connect_errno not in (None, 0)  # a connect() the RST refused (tcpconn)
+        return None, None, None, ["tcp " + ("RST" if flags & RST or refused else "SYN-ACK")]
     mark = None
     if is_unreachable(m.family, kind) and not (is_port_unreachable(m.family, kind, code) and m.reached(got)):
         mark = unreachable_mark(m.family, code)

@@ -17,13 +17,16 @@ def _ms(value: float | None) -> float | None:
 
 
 class PingReply(Record):
-    _fields = ("seq", "ttl", "rtt_ms", "address", "size")
+    _fields = ("seq", "ttl", "rtt_ms", "address", "size", "duplicate")
     __slots__ = _fields
 
-    def __init__(self, seq: int, ttl: int | None, rtt_ms: float, address: str, size: int) -> None:
+    def __init__(
+        self, seq: int, ttl: int | None, rtt_ms: float, address: str, size: int, duplicate: bool = False
+    ) -> None:
         self.seq, self.ttl, self.rtt_ms = seq, ttl, rtt_ms
         self.address = address  # who answered
         self.size = size  # ICMP bytes received (header + data), as ping prints them
+        self.duplicate = duplicate  # a second reply to the same request (ping's "DUP!")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +60,7 @@ class PingResult:
         self.sent = sent
         self.replies: list[PingReply] = []
         self.errors: list[PingError] = []
+        self.duplicates = 0  # replies to a request already answered: not in ``replies``
         self.ignored = 0  # ICMP messages that were not answers to us
         self.malformed = 0
         self.elapsed_ms = 0.0
@@ -93,6 +97,7 @@ class PingResult:
             "address": self.address,
             "sent": self.sent,
             "received": self.received,
+            "duplicates": self.duplicates,
             "loss": round(self.loss, 4),
             "rtt_ms": rtt,
             "replies": [r.to_dict() for r in self.replies],
@@ -155,6 +160,8 @@ class TraceResult:
         self.ignored = 0
         self.malformed = 0
         self.unprivileged = False
+        self.notes: list[str] = []  # how the trace was done, where that is not the usual way
+        self.fallback: str | None = None  # why ``method`` is not the method asked for
         self.elapsed_ms = 0.0
 
     def __repr__(self) -> str:
@@ -170,6 +177,7 @@ class TraceResult:
             "reached": self.reached,
             "ignored": self.ignored,
             "malformed": self.malformed,
+            "notes": self.notes,
         }
 
 

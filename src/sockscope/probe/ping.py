@@ -31,6 +31,7 @@ ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
 ECHO_REPLY: dict[int, int] = {socket.AF_INET: 0, socket.AF_INET6: 129}
 
 PingEvent = PingReply | PingError
+DUP = "dup"  # the key of a further reply to an answered request is (DUP, seq)
 
 
 def ping(
@@ -118,11 +119,22 @@ def _finish(result: PingResult, pinger: _Pinger, steps: Steps) -> None:
     pinger.engine.close()
 
 
+def queued_seq(q: rawio.QueuedError) -> int | None:
+    """The sequence of the echo request an ICMP datagram socket's error-queue entry
+    quotes (None for a local error or a quote too short)."""
+    if len(q.payload) < 8 or q.origin == rawio.SO_EE_ORIGIN_LOCAL:
+        return None
+    return int.from_bytes(q.payload[6:8], "big")
+
+
 class _Pinger:
     def __init__(self, family: int, address: str, size: int, ttl: int) -> None:
         self.family, self.address, self.ttl = family, address, ttl
         self.payload = bytes((0x10 + i) & 0xFF for i in range(size))
         self.engine = Engine(family, self._match)
+        # Requests answered, by sequence: a further echo reply to one is a duplicate.
+        self.replied: dict[int, Probe] = {}
+        self.duplicates = 0
         self.dest = sockaddr(family, address)
         try:
             self.sock = self.engine.own(rawio.raw_sender(family))
@@ -164,16 +176,13 @@ class _Pinger:
 
     def _match(self, got: Received) -> Hashable | None:
         if got.queued is not None:  # datagram socket's error queue: our own request comes back
-            q = got.queued
-            if len(q.payload) < 8 or q.origin == rawio.SO_EE_ORIGIN_LOCAL:
-                return None
-            got.source = q.offender or got.source
-            return int.from_bytes(q.payload[6:8], "big")
+            got.source = got.queued.offender or got.source
+            return queued_seq(got.queued)
         icmp = got.icmp
         if icmp is None:
             return None
         if icmp.type == ECHO_REPLY[self.family]:
-            return icmp.seq if icmp.ident == self.ident else None
+            return self._echo_reply(icmp.seq) if icmp.ident == self.ident else None
         if icmp.type == ECHO_REQUEST[self.family]:
             return OWN if icmp.ident == self.ident and got.source == self.address else None
         quoted = icmp.quoted
@@ -207,6 +216,7 @@ class _Pinger:
                 if more and now >= next_send:
                     seq += 1
                     probe = Probe(seq & 0xFFFF, seq)
+                    self._wrapped(seq & 0xFFFF)
                     engine.send(self.sock, probe, self.request(seq), self.dest)
                     result.sent += 1
                     inflight.append(probe)
@@ -216,11 +226,16 @@ class _Pinger:
                     [p.sent + timeout for p in inflight] + ([next_send] if more else [now + timeout])
                 )
                 for probe in answered:
-                    inflight.remove(probe)
                     event = self._event(probe)
-                    if isinstance(event, PingReply):
+                    if isinstance(probe.key, tuple):  # (DUP, seq, n): one more for the same request
+                        assert isinstance(event, PingReply)
+                        event = event._replace(duplicate=True)
+                        result.duplicates += 1
+                    elif isinstance(event, PingReply):
+                        inflight.remove(probe)
                         result.replies.append(event)
                     else:
+                        inflight.remove(probe)
                         result.errors.append(event)
                     if on_reply is not None:
                         on_reply(event)
@@ -232,6 +247,27 @@ class _Pinger:
                     return
         finally:
             result.elapsed_ms = (time.monotonic() - start) * 1000.0
+
+    def _echo_reply(self, seq: int) -> Hashable | None:
+        """The key of an echo reply: its request's, or for a further reply to an
+        answered request (iputils' DUP!) a probe of its own, expected here and now
+        since several replies can be read before the prober sees the first."""
+        first = self.engine.pending.get(seq)
+        if first is not None:
+            self.replied[seq] = first
+            return seq
+        answered = self.replied.get(seq)
+        if answered is None:
+            return None  # a reply after the wait, or to no request of ours
+        self.duplicates += 1
+        catcher = Probe((DUP, seq, self.duplicates), answered.info)
+        catcher.sent = answered.sent
+        self.engine.expect(catcher)
+        return catcher.key
+
+    def _wrapped(self, seq: int) -> None:
+        """A sequence number used again (after 65,535 requests) starts afresh."""
+        self.replied.pop(seq, None)
 
     def _event(self, probe: Probe) -> PingEvent:
         got = probe.reply

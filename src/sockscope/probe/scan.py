@@ -263,22 +263,12 @@ class _Scanner:
             q = got.queued
             if is_port_unreachable(self.family, q.icmp_type, q.icmp_code):
                 return PortResult(port, "udp", "closed", "port-unreach", q.offender)
-            reason = (
-                unreach_reason(self.family, q.icmp_code)
-                if is_unreachable(self.family, q.icmp_type)
-                else f"icmp-{q.icmp_type}-{q.icmp_code}"
-            )
-            return PortResult(port, "udp", "filtered", reason, q.offender)
+            return PortResult(port, "udp", "filtered", _icmp_reason(self.family, q), q.offender)
         if self.method == "udp":
             return PortResult(port, "udp", "open", "udp-response")
         tcp = got.transport
         if isinstance(tcp, ICMP | ICMPv6):
-            reason = (
-                unreach_reason(self.family, tcp.code)
-                if is_unreachable(self.family, tcp.type)
-                else f"icmp-{tcp.type}-{tcp.code}"
-            )
-            return PortResult(port, "tcp", "filtered", reason, got.source)
+            return PortResult(port, "tcp", "filtered", _icmp_reason(self.family, tcp), got.source)
         assert isinstance(tcp, TCP)
         if tcp.flags & RST:
             return PortResult(port, "tcp", "closed", "reset")
@@ -319,9 +309,13 @@ class _Scanner:
         import asyncio
 
         sock = socket.socket(self.family, socket.SOCK_STREAM)
+        # An ICMP error's type and code, not just the errno it maps to: IPv4's
+        # admin-prohibited (code 13) fails connect() with EHOSTUNREACH, as host-unreach does.
+        rawio.enable_errors(sock, self.family)
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")  # RST, no TIME_WAIT
         sent = time.monotonic()
+        error: OSError | None = None
         try:
             await asyncio.wait_for(
                 loop.sock_connect(sock, sockaddr(self.family, self.address, port)), self._wait()
@@ -329,12 +323,39 @@ class _Scanner:
         except TimeoutError:
             return None
         except OSError as exc:
-            state, reason = _CONNECT_REASONS.get(exc.errno or 0, ("filtered", f"error-{exc.errno}"))
+            error = exc
+        finally:
+            # Checked even after a success: an error that came while connect() held the
+            # socket is queued without failing it.
+            icmp = _queued_icmp(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+        if icmp is not None:
+            return PortResult(port, "tcp", "filtered", _icmp_reason(self.family, icmp), icmp.offender)
+        if error is not None:
+            state, reason = _CONNECT_REASONS.get(error.errno or 0, ("filtered", f"error-{error.errno}"))
             if state == "closed":
                 self._measured(time.monotonic() - sent)
             return PortResult(port, "tcp", state, reason)
-        finally:
-            with contextlib.suppress(OSError):
-                sock.close()
         self._measured(time.monotonic() - sent)
         return PortResult(port, "tcp", "open", "syn-ack")
+
+
+def _icmp_reason(family: int, icmp: ICMP | ICMPv6 | rawio.QueuedError) -> str:
+    """nmap's reason for an ICMP error, from a packet or an error-queue entry."""
+    kind, code = (
+        (icmp.icmp_type, icmp.icmp_code) if isinstance(icmp, rawio.QueuedError) else (icmp.type, icmp.code)
+    )
+    return unreach_reason(family, code) if is_unreachable(family, kind) else f"icmp-{kind}-{code}"
+
+
+def _queued_icmp(sock: socket.socket) -> rawio.QueuedError | None:
+    """The ICMP error a failed connect() left on the socket's error queue, if any."""
+    try:
+        data, ancdata, _flags, addr = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+    except OSError:
+        return None
+    queued = rawio.parse_queued_error(ancdata, addr, data)
+    if queued is None or queued.origin not in (rawio.SO_EE_ORIGIN_ICMP, rawio.SO_EE_ORIGIN_ICMP6):
+        return None
+    return queued

@@ -116,6 +116,10 @@ def prepare(
     result = TraceResult(host, address, method, dport, total, max_ttl)
     tracer = _Tracer(fam, address, method, dport, total - ip_len - HEADER[method], tos)
     result.unprivileged = tracer.unprivileged
+    if tracer.unprivileged:  # what was really used, and how
+        result.method, result.port = tracer.method, tracer.port
+        result.notes.append(tracer.unpriv.how)
+        result.fallback = tracer.unpriv.fallback
     if on_start is not None:
         on_start(result)
     return (
@@ -161,24 +165,17 @@ class _Tracer:
             self.unprivileged = False
         except PermissionNeeded:
             self.engine.close()
-            if method != "udp":
-                raise PermissionNeeded(
-                    f"trace with {method.upper()} probes needs CAP_NET_RAW; without it use UDP probes (-U)"
-                ) from None
-            # tracepath's way: an ordinary UDP socket, errors from its error queue.
-            self.sock = self.engine.listen(rawio.udp_with_errors(family), Kind.DATAGRAM, socket.IPPROTO_UDP)
-            self.sock.bind(("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0))
-            self.matcher.sport = self.sock.getsockname()[1]
-            if tos:
-                rawio.set_tos(self.sock, family, tos)
+            # Sockets any user may open, errors from their error queues (unpriv.py).
+            from sockscope.probe.unpriv import Unprivileged
+
+            self.unpriv = Unprivileged(self)
+            self.method, self.port = self.unpriv.method, self.unpriv.port
             self.source = ""
             self.unprivileged = True
 
     def send(self, probe: Probe, key: int, ttl: int) -> None:
         if self.unprivileged:
-            rawio.set_ttl(self.sock, self.family, ttl)
-            data = key.to_bytes(2, "big") + b"@" * (self.payload - 2)
-            self.engine.send(self.sock, probe, data, sockaddr(self.family, self.address, self.port or 0))
+            self.unpriv.send(probe, key, ttl)
             return
         ip = flows.ip_header(self.family, self.source, self.address, ttl, key, self.tos, self.flow)
         if self.method == "udp":
