@@ -212,6 +212,9 @@ def test_ping_statistics_as_iputils() -> None:
     assert d["rtt_ms"] == {"min": 1.0, "avg": 2.0, "max": 3.0, "mdev": 0.816}
     assert d["replies"][0] == {"seq": 1, "ttl": 64, "rtt_ms": 1.0, "from": "192.0.2.1", "bytes": 64}
     assert PingResult("h", "a", 56).to_dict()["rtt_ms"] is None
+    result.duplicate_rtts = [5.0]  # iputils counts duplicates in its RTT figures, not in received
+    assert result.rtt_stats()[:3] == (1.0, 2.75, 5.0)  # type: ignore[index]
+    assert result.to_dict()["received"] == 3
 
 
 def test_port_lists() -> None:

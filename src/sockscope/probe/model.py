@@ -61,6 +61,7 @@ class PingResult:
         self.replies: list[PingReply] = []
         self.errors: list[PingError] = []
         self.duplicates = 0  # replies to a request already answered: not in ``replies``
+        self.duplicate_rtts: list[float] = []  # theirs, which iputils counts in its RTT figures
         self.ignored = 0  # ICMP messages that were not answers to us
         self.malformed = 0
         self.elapsed_ms = 0.0
@@ -79,8 +80,9 @@ class PingResult:
         return 0.0 if self.sent == 0 else (self.sent - self.received) / self.sent
 
     def rtt_stats(self) -> tuple[float, float, float, float] | None:
-        """(min, avg, max, mdev) in ms, mdev as iputils computes it."""
-        rtts = [r.rtt_ms for r in self.replies]
+        """(min, avg, max, mdev) in ms over every reply, duplicates included, as
+        iputils computes them."""
+        rtts = [r.rtt_ms for r in self.replies] + self.duplicate_rtts
         if not rtts:
             return None
         avg = sum(rtts) / len(rtts)

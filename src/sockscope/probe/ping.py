@@ -231,6 +231,7 @@ class _Pinger:
                         assert isinstance(event, PingReply)
                         event = event._replace(duplicate=True)
                         result.duplicates += 1
+                        result.duplicate_rtts.append(event.rtt_ms)
                     elif isinstance(event, PingReply):
                         inflight.remove(probe)
                         result.replies.append(event)
