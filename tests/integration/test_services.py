@@ -139,6 +139,50 @@ def test_asyncio_server_with_peer_policy(shared_dir: Path) -> None:
     assert asyncio.run(main()) == (b"HELLO\n", b"")
 
 
+def test_asyncio_server_looks_names_up_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host-name rule makes decisions wait on DNS: the asyncio server takes them in a
+    worker thread, so a client whose lookup is slow holds up nobody else."""
+    import sockscope.policy.patterns as patterns
+
+    def slow_for_127_0_0_2(address: object) -> None:
+        if str(address) == "127.0.0.2":
+            time.sleep(0.6)
+        return None  # no name: the host-name rule does not match, the address rule does
+
+    monkeypatch.setattr(patterns, "resolve_host", slow_for_127_0_0_2)
+    policy = Policy.parse("ALL : .slow.test : deny\nALL : 127.0.0.1 127.0.0.2 : allow\n")
+    assert policy.uses_names and not Policy.parse("ALL : 127.0.0.1 : allow\n").uses_names
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
+        writer.write((await reader.readline()).upper())
+        await writer.drain()
+
+    def round_trip(port: int, source: str, delay: float) -> tuple[bytes, float]:
+        # Blocking clients in their own threads, on their own clocks: a server loop that
+        # blocks cannot delay their start.
+        time.sleep(delay)
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as s:
+            s.sendall(b"hi\n")
+            line = s.makefile("rb").readline()
+        return line, time.monotonic() - start
+
+    async def main() -> list[tuple[bytes, float]]:
+        import concurrent.futures
+
+        async with await aio.start_server("tcp:127.0.0.1:0", handler, policy=policy) as server:
+            port = server.socket.getsockname()[1]
+            with concurrent.futures.ThreadPoolExecutor(2) as clients:
+                slow = clients.submit(round_trip, port, "127.0.0.2", 0.0)
+                fast = clients.submit(round_trip, port, "127.0.0.1", 0.15)  # the lookup has started
+                done = await asyncio.wrap_future(fast), await asyncio.wrap_future(slow)
+            return list(done)
+
+    (fast_line, fast_s), (slow_line, slow_s) = asyncio.run(main())
+    assert (fast_line, slow_line) == (b"HI\n", b"HI\n")
+    assert fast_s < 0.3 < 0.5 < slow_s  # served while the other lookup was still waiting
+
+
 def test_cli_errors() -> None:
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))

@@ -20,7 +20,17 @@ from sockscope.errors import UsageError
 from .index import ANY as _ANY
 from .index import NONE as _NONE
 from .index import Index
-from .patterns import Client, Exe, IPAddress, PatternList, PeerLike, Resolver
+from .patterns import (
+    Client,
+    DomainSuffix,
+    Exe,
+    HostNamePattern,
+    IPAddress,
+    Known,
+    PatternList,
+    PeerLike,
+    Resolver,
+)
 from .syntax import Rule, parse
 
 
@@ -79,7 +89,10 @@ class Policy:
             if not indexed_all:
                 self._linear.append(position)  # the rest of its patterns are tried in order
         self._index.finish()
-        self.uses_exe = any(_has_exe(rule.clients) for rule in rules)
+        self.uses_exe = any(_has(rule.clients, (Exe,)) for rule in rules)
+        # Rules that need the client's host name (DNS lookups, which block): an
+        # asyncio server decides for such a policy in a worker thread.
+        self.uses_names = any(_has(rule.clients, (Known, DomainSuffix, HostNamePattern)) for rule in rules)
 
     # -- loading --------------------------------------------------------------
 
@@ -150,10 +163,10 @@ class Policy:
         return list(self.rules)
 
 
-def _has_exe(patterns: PatternList | None) -> bool:
+def _has(patterns: PatternList | None, kinds: tuple[type, ...]) -> bool:
     if patterns is None:
         return False
-    return any(isinstance(p, Exe) for p in patterns.include) or _has_exe(patterns.exclude)
+    return any(isinstance(p, kinds) for p in patterns.include) or _has(patterns.exclude, kinds)
 
 
 def _read(path: str | Path) -> str:

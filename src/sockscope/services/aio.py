@@ -43,12 +43,31 @@ class AsyncServer:
                     await asyncio.sleep(0.05)  # out of descriptors: clients wait in the backlog
                     continue
                 raise
+            policy = self.guard.policy
+            if policy is not None and policy.uses_names and isinstance(address, tuple):
+                # The decision may wait on DNS (host-name rules): in a worker thread,
+                # one task per client, so the loop and the other clients go on meanwhile.
+                self._track(asyncio.create_task(self._admit(conn, address)))
+                continue
             peer = self.guard.check_connection(conn, address)
             if peer is None:
                 continue
-            task = asyncio.create_task(self._serve(conn, peer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(asyncio.create_task(self._serve(conn, peer)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, conn: socket.socket, address: object) -> None:
+        try:
+            peer = await asyncio.get_running_loop().run_in_executor(
+                None, self.guard.check_connection, conn, address
+            )
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        if peer is not None:
+            await self._serve(conn, peer)
 
     async def _serve(self, conn: socket.socket, peer: Peer) -> None:
         if conn.family == socket.AF_UNIX:
