@@ -110,3 +110,33 @@ def test_kill_refuses_empty_filter_and_unknown_namespace() -> None:
     unknown = subprocess.run([*CLI, "kill", "-N", "ssc-none", "dport = :1"],
                              capture_output=True, text=True)
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+
+
+PING_SOCKET = r"""
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+s.bind(("127.0.0.1", 0))
+print("ready", s.getsockname()[1], flush=True)
+time.sleep(30)
+"""
+
+
+def test_icmp_datagram_sockets_are_listed_with_their_owner(topology: Topology) -> None:
+    """Unprivileged ping sockets (which ss does not list) come from /proc/net/icmp,
+    with the process that holds them."""
+    ns = topology.add_netns("ping")
+    topology.run(ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 0")  # root may open them here
+    proc = topology.spawn(ns, sys.executable, "-c", PING_SOCKET)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 10)
+    assert ready
+    word, ident = proc.stdout.readline().split()
+    assert word == "ready"
+    out = subprocess.run([*CLI, "ls", "--icmp", "-N", ns.name, "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    (found,) = json.loads(out.stdout)
+    assert (found["proto"], found["type"], found["local"]["port"]) == ("icmp", "dgram", int(ident))
+    assert [o["pid"] for o in found["owners"]] == [proc.pid]
+    everything = subprocess.run([*CLI, "ls", "-N", ns.name], capture_output=True, text=True, check=True)
+    lines = everything.stdout.splitlines()
+    assert any(line.startswith("icmp") and f"127.0.0.1:{ident}" in line for line in lines)

@@ -103,6 +103,24 @@ def test_raw_sockets_carry_their_protocol_and_no_ports() -> None:
     assert (icmp6.family, icmp6.protocol_number, icmp6.local) == ("inet6", 58, InetAddress("::1", 0))
 
 
+# /proc/net/icmp as kernel 6.18 printed it for an ICMP datagram ("ping") socket
+# bound to 127.0.0.1 and connected: its echo identifier 0x6BF7 sits in the port column.
+ICMP_TABLE = (
+    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout"
+    " inode ref pointer drops\n"
+    "   35: 0100007F:6BF7 0100007F:0000 01 00000000:00000000 00:00000000 00000000     0        0"
+    " 3919352 2 00000000ec1ee3db 0\n"
+)
+
+
+def test_icmp_datagram_sockets_keep_their_echo_identifier() -> None:
+    (sock,) = procnet.parse_inet(ICMP_TABLE, "icmp", "inet", "")
+    assert (sock.proto, sock.type, sock.state, sock.inode) == ("icmp", "dgram", "ESTABLISHED", 3919352)
+    assert sock.local == InetAddress("127.0.0.1", 0x6BF7) and sock.remote == InetAddress("127.0.0.1", 0)
+    assert sock.protocol_number is None
+    assert procnet.INET_TABLES["icmp6"] == ("icmp", "inet6")
+
+
 def test_unix_paths_states_and_types() -> None:
     e = EXP["unix"]
     socks = procnet.parse_unix(table("unix"), "ns1")

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     kinds.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
     kinds.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
     kinds.add_argument("-w", "--raw", action="store_true", help="raw sockets (incl. ICMP)")
+    kinds.add_argument("--icmp", action="store_true",
+                       help="ICMP datagram (unprivileged ping) sockets, which ss does not list")
     kinds.add_argument("-x", "--unix", action="store_true",
                        help="unix sockets; shows whether each socket file still exists")
     kinds.add_argument("-0", "--packet", action="store_true", help="packet sockets (AF_PACKET)")
@@ -69,14 +71,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.stale is not None:
         return _run_stale(args)
-    protos = [name for flag, name in (("tcp", "tcp"), ("udp", "udp"), ("raw", "raw"),
+    protos = [name for flag, name in (("tcp", "tcp"), ("udp", "udp"), ("raw", "raw"), ("icmp", "icmp"),
                                       ("unix", "unix"), ("packet", "packet"),
                                       ("netlink", "netlink")) if getattr(args, flag)]
     families: list[str] | None = None
     if args.ipv4 or args.ipv6:
         families = (["inet"] if args.ipv4 else []) + (["inet6"] if args.ipv6 else [])
         if not protos:
-            protos = ["tcp", "udp", "raw"]
+            protos = ["tcp", "udp", "raw", "icmp"]
     pending = start(
         protos or None, families,
         listening=True if args.listening else None,

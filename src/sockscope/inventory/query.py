@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 
-PROTOS = ("tcp", "udp", "raw", "unix", "packet", "netlink")
-INET_PROTOS = ("tcp", "udp", "raw")
+PROTOS = ("tcp", "udp", "raw", "icmp", "unix", "packet", "netlink")
+INET_PROTOS = ("tcp", "udp", "raw", "icmp")
+# Kinds no sock_diag handler covers: /proc/net is their source, not a fallback.
+_PROCFS_ONLY = ("icmp",)
 FAMILIES = ("inet", "inet6", "unix", "packet", "netlink")
 
 # Diag errors meaning "this kernel cannot dump that kind": fall back to /proc/net.
@@ -222,6 +224,9 @@ def _dump_netns(ref: linux.NetnsRef, protos: Sequence[str], families: Sequence[s
         try:
             for kind, fam in _kinds(protos, families):
                 got: list[Socket] | None = None
+                if kind in _PROCFS_ONLY:
+                    out.extend(_procfs_kind(kind, fam, ref.name, mask))
+                    continue
                 if nl is not None:
                     got = _dump_kind(nl, kind, fam, ref.name, mask, info, memory, extended,
                                      want_vfs, ifname)
