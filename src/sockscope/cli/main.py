@@ -1,9 +1,11 @@
-"""``sockscope`` entry point: builds the parser from the command modules and
-turns SockscopeError into one line on stderr plus an exit status.
+"""``sockscope`` entry point: reads the command line and turns SockscopeError into
+one line on stderr plus an exit status.
 
 Command modules are imported only when their command runs, so ``sockscope ls``
 pays for nothing else. Each module exposes ``add_arguments(parser)`` and
-``run(args) -> int``.
+``run(args) -> int``; one that also declares its options as a table (``OPTIONS``,
+cli/options.py) has usual command lines read without argparse, whose parser
+(cli/parser.py) is built only when needed.
 """
 
 from __future__ import annotations
