@@ -22,6 +22,7 @@ from sockscope.probe.engine import Engine, Kind, Probe, adrive, drive
 from sockscope.probe.matching import TraceMatcher, describe
 from sockscope.probe.model import TraceHop, TraceProbe, TraceResult
 from sockscope.probe.resolve import (
+    IP_HEADER,
     check_positive,
     check_range,
     check_size,
@@ -107,7 +108,7 @@ def prepare(
         raise UsageError("wait factors must not be negative")
     dport = DEFAULT_PORT[method] if port is None else check_range("port", port, 1, 65535)
     fam, address = resolve(host, family)
-    ip_len = 20 if fam == socket.AF_INET else 40
+    ip_len = IP_HEADER[fam]
     default_len = 60 if fam == socket.AF_INET else 80
     total = default_len if packet_len is None else packet_len
     if total < ip_len + HEADER[method] + 2:
