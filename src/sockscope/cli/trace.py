@@ -12,6 +12,8 @@ TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py
 if TYPE_CHECKING:
     import argparse
 
+    from sockscope.probe.model import TraceHop, TraceResult
+
     from .options import Parsed
 
 # Runs for moments and only prints: no garbage collector, no interpreter teardown
@@ -108,7 +110,6 @@ def _waits(text: str) -> tuple[float, float, float]:
 
 
 def run(args: argparse.Namespace | Parsed) -> int:
-    from sockscope.probe.model import TraceHop, TraceResult
     from sockscope.probe.trace import trace
 
     wait, here, near = _waits(args.wait)
