@@ -1,0 +1,457 @@
+"""The sampler: byte counters per socket, joined with the inventory's owners and
+namespaces, turned into per-process, per-connection and per-remote rows.
+
+One ``Sampler`` serves any number of consumers: ``collect()`` takes one sample
+(the bytes moved since the previous one), ``latest(max_age)`` hands out the last
+sample while it is young enough (concurrent callers share one collection), and
+``totals()`` gives monotonic per-process totals for a long-running exporter.
+
+How bytes are attributed (the counters source):
+
+- A socket seen by a dump belongs to the processes holding it then (the
+  inventory's /proc fd scan); one closed since keeps the holder it was last seen
+  with, so a process that exits is still credited with its last bytes.
+- A socket held by several processes (after fork, or an fd passed and kept) is
+  credited whole to one of them, the youngest (after a fork, the child: in a
+  forking server the one doing the I/O); its connection row says how many hold it.
+- A connection that opened and closed between two samples was never seen with a
+  holder: its bytes go to the process holding the listener it was accepted on,
+  or, for an outgoing one, to a ``closed`` row of its namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sockscope.errors import UsageError
+from sockscope.inventory.model import InetAddress, Owner, Socket
+from sockscope.inventory.owners import scan_owners
+from sockscope.inventory.query import _namespaces, _process_filter, filter_arg
+from sockscope.platform import linux
+
+from . import cgroups
+from .model import (
+    CLOSED,
+    ConnectionTraffic,
+    ProcessTraffic,
+    ProtoBytes,
+    RemoteTraffic,
+    TrafficSample,
+    TrafficTotals,
+)
+from .tcp import NamespaceTcp, TcpReading
+
+if TYPE_CHECKING:
+    from sockscope.inventory.filter import SocketFilter
+
+SOURCE_COUNTERS = "counters"
+_MISSING_ROUNDS = 600
+
+
+@dataclass(slots=True)
+class _Holder:
+    """Who a socket's bytes are credited to, and how many processes hold it."""
+
+    owner: Owner
+    holders: int
+
+
+@dataclass(slots=True)
+class _Tracked:
+    netns: int  # namespace inode
+    tx: int
+    rx: int
+    retrans: int
+    holder: _Holder | None
+    missing: int = 0  # dumps in a row that did not show it
+
+
+@dataclass(slots=True)
+class _Namespace:
+    ref: linux.NetnsRef
+    tcp: NamespaceTcp
+
+
+@dataclass(slots=True)
+class _Delta:
+    reading: TcpReading
+    netns: linux.NetnsRef
+    tx: int
+    rx: int
+    retrans: int
+    holder: _Holder | None
+    closed: bool
+
+
+ProcessKey = tuple[int | None, str, str]  # pid (None: a "closed" row), command, netns name
+TotalsKey = tuple[str, str | None, str, str | None, int | None]  # command user netns container pid
+
+
+class Sampler:
+    """Byte accounting for every namespace (``netns=None``) or the ones named.
+
+    ``filter``: an ss filter expression; only matching sockets count.
+    ``pid``/``user``/``command``: keep only those processes' rows.
+    ``per_pid``: ``totals()`` keeps pids apart (else one entry per command, user,
+    namespace and container). ``forget_after``: seconds a totals entry whose
+    processes have all gone is kept after its last change.
+    """
+
+    source = SOURCE_COUNTERS
+
+    def __init__(self, netns: str | Sequence[str] | None = None, *,
+                 filter: str | Sequence[str] | None = None,
+                 pid: int | Iterable[int] | None = None, user: str | int | None = None,
+                 command: str | None = None, per_pid: bool = False,
+                 forget_after: float = 600.0) -> None:
+        self._filter: SocketFilter | None = filter_arg(filter)
+        self._netns_specs = netns
+        self._keep = _process_predicate(pid, user, command)
+        self._per_pid = per_pid
+        self._forget_after = forget_after
+        self._lock = threading.Lock()
+        self._namespaces: dict[int, _Namespace] = {}
+        self._tracked: dict[int, _Tracked] = {}
+        self._cgroups: dict[int, tuple[str | None, str | None]] = {}
+        self._totals: dict[TotalsKey, TrafficTotals] = {}
+        self._latest: TrafficSample | None = None
+        self._closed = False
+        self._last_time = time.monotonic()
+        try:
+            self._refresh_namespaces(baseline=True)
+        except BaseException:
+            self.close()
+            raise
+        self._last_time = time.monotonic()  # the first sample counts from the baseline
+
+    # --- the consumers' side --------------------------------------------------
+
+    def collect(self) -> TrafficSample:
+        """One sample: the bytes moved since the previous ``collect`` (or since
+        the sampler was made)."""
+        with self._lock:
+            self._latest = self._collect()
+            return self._latest
+
+    def latest(self, max_age: float) -> TrafficSample:
+        """The last sample if it ended less than ``max_age`` seconds ago, else a new
+        one; concurrent callers wait for one collection rather than make several."""
+        with self._lock:
+            if self._latest is not None and time.monotonic() - self._last_time < max_age:
+                return self._latest
+            self._latest = self._collect()
+            return self._latest
+
+    def totals(self) -> list[TrafficTotals]:
+        """Monotonic totals since the sampler started (updated by each collection)."""
+        with self._lock:
+            return [dataclasses.replace(t) for t in self._totals.values()]
+
+    def set_filter(self, filter: str | Sequence[str] | None) -> None:
+        """Count only sockets matching this ss filter expression from the next
+        sample on (None or blank: every socket); a UsageError leaves the old one."""
+        parsed = filter_arg(filter)
+        with self._lock:
+            self._filter = parsed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for ns in self._namespaces.values():
+                ns.tcp.close()
+            self._namespaces.clear()
+            self._tracked.clear()
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- namespaces -------------------------------------------------------------
+
+    def _wanted_refs(self) -> list[linux.NetnsRef]:
+        """Every namespace on the host now, or the ones named (as the inventory reads them)."""
+        return _namespaces(self._netns_specs, all_netns=self._netns_specs is None)
+
+    def _refresh_namespaces(self, baseline: bool = False) -> list[_Namespace]:
+        """The namespaces to sample: sources opened for those that appeared, and
+        those that disappeared (drained once more, then closed by ``_collect``).
+
+        With ``baseline`` (when the sampler starts) each namespace's sockets now
+        are the baseline; a namespace that appears later is new, and everything
+        its sockets moved is counted.
+        """
+        refs = self._wanted_refs()
+        wanted = {ref.inode for ref in refs}
+        out = [self._namespaces.pop(i) for i in [i for i in self._namespaces if i not in wanted]]
+        for ref in refs:
+            ns = self._namespaces.get(ref.inode)
+            if ns is None:
+                try:
+                    tcp = NamespaceTcp(ref)
+                except (OSError, UsageError):
+                    continue  # the namespace went away while we looked (ENOENT, EINVAL)
+                ns = self._namespaces[ref.inode] = _Namespace(ref, tcp)
+                if baseline:
+                    self._baseline(ns)
+            out.append(ns)
+        return out
+
+    def _baseline(self, ns: _Namespace) -> None:
+        """Remember every socket's counters now: only what moves later is counted."""
+        readings = ns.tcp.dump()
+        ns.tcp.closed()  # closes before this dump concern bytes from before it
+        holders = self._holders(r.inode for r in readings)
+        for r in readings:
+            if r.state != "LISTEN":
+                self._tracked[r.cookie] = _Tracked(ns.ref.inode, r.tx, r.rx, r.retrans,
+                                                   holders.get(r.inode))
+
+    # --- one collection ---------------------------------------------------------------
+
+    def _collect(self) -> TrafficSample:
+        if self._closed:
+            raise ValueError("sampler is closed")
+        now = time.monotonic()
+        interval = max(now - self._last_time, 1e-9)
+        self._last_time = now
+        notes: list[str] = []
+        deltas: list[_Delta] = []
+        live: list[tuple[linux.NetnsRef, TcpReading]] = []
+        listeners: dict[tuple[int, int], list[TcpReading]] = {}
+        present: set[int] = set()
+        for ns in self._refresh_namespaces():
+            closed = ns.tcp.closed()
+            readings = [] if ns.ref.inode not in self._namespaces else ns.tcp.dump()
+            if ns.tcp.lost_closes:
+                ns.tcp.lost_closes = False
+                notes.append(f"close messages were lost in {ns.ref.name} (kernel queue full): "
+                             "bytes of connections that closed may be missing")
+            if ns.ref.inode not in self._namespaces:
+                ns.tcp.close()
+            for r in closed:
+                deltas.append(self._closed_delta(ns.ref, r))
+            for r in readings:
+                if r.state == "LISTEN":
+                    listeners.setdefault((ns.ref.inode, r.local_port), []).append(r)
+                else:
+                    live.append((ns.ref, r))
+                    present.add(r.cookie)
+        holders = self._holders(r.inode for _, r in live)
+        # Connections that closed unseen: credited to their listener's holder.
+        listener_holders = self._holders(r.inode for group in listeners.values() for r in group)
+        for delta in deltas:
+            if delta.holder is None:
+                group = listeners.get((delta.netns.inode, delta.reading.local_port))
+                if group:
+                    delta.holder = listener_holders.get(group[0].inode)
+        for ref, r in live:
+            deltas.append(self._live_delta(ref, r, holders.get(r.inode)))
+        self._forget_missing(present)
+        sample = self._rows(deltas, live, holders, interval, notes)
+        self._update_totals(sample, now)
+        self._cgroups = {pid: v for pid, v in self._cgroups.items()
+                         if any(h.owner.pid == pid for h in holders.values())}
+        return sample
+
+    def _closed_delta(self, ref: linux.NetnsRef, r: TcpReading) -> _Delta:
+        tracked = self._tracked.pop(r.cookie, None)
+        if tracked is None:  # opened and closed since the last dump
+            return _Delta(r, ref, r.tx, r.rx, r.retrans, None, True)
+        return _Delta(r, ref, max(r.tx - tracked.tx, 0), max(r.rx - tracked.rx, 0),
+                      max(r.retrans - tracked.retrans, 0), tracked.holder, True)
+
+    def _live_delta(self, ref: linux.NetnsRef, r: TcpReading, holder: _Holder | None) -> _Delta:
+        tracked = self._tracked.get(r.cookie)
+        if tracked is None:  # new since the last dump: everything it moved is new
+            tracked = self._tracked[r.cookie] = _Tracked(ref.inode, 0, 0, 0, holder)
+        delta = _Delta(r, ref, max(r.tx - tracked.tx, 0), max(r.rx - tracked.rx, 0),
+                       max(r.retrans - tracked.retrans, 0), holder or tracked.holder, False)
+        tracked.tx, tracked.rx, tracked.retrans, tracked.missing = r.tx, r.rx, r.retrans, 0
+        if holder is not None:
+            tracked.holder = holder  # an orphaned socket keeps its last holder
+        return delta
+
+    def _forget_missing(self, present: set[int]) -> None:
+        """A socket gone from the dump is kept until its destroy message comes: it
+        may be on its way, or the socket is reset (CLOSE, left out of the dumps)
+        and its process has not closed it yet; its final counters are then
+        compared with the last seen. Only a socket whose message must have been
+        lost (kernel queue overflow) is forgotten, after ``_MISSING_ROUNDS``."""
+        for cookie in [c for c in self._tracked if c not in present]:
+            tracked = self._tracked[cookie]
+            tracked.missing += 1
+            if tracked.missing > _MISSING_ROUNDS or tracked.netns not in self._namespaces:
+                del self._tracked[cookie]
+
+    def _holders(self, inodes: Iterable[int]) -> dict[int, _Holder]:
+        wanted = {i for i in inodes if i}
+        if not wanted:
+            return {}
+        omap = scan_owners(wanted)
+        out: dict[int, _Holder] = {}
+        for inode, owners in omap.by_inode.items():
+            if len(owners) == 1:
+                out[inode] = _Holder(owners[0], 1)
+                continue
+            pids = {o.pid for o in owners}  # one process may hold it through several fds
+            out[inode] = _Holder(max(owners, key=_start_time) if len(pids) > 1 else owners[0],
+                                 len(pids))
+        return out
+
+    # --- rows -------------------------------------------------------------------------
+
+    def _rows(self, deltas: list[_Delta], live: list[tuple[linux.NetnsRef, TcpReading]],
+              holders: dict[int, _Holder], interval: float, notes: list[str]) -> TrafficSample:
+        flt = self._filter
+        keep = self._keep
+        processes: dict[ProcessKey, ProcessTraffic] = {}
+        remotes: dict[tuple[str, str], RemoteTraffic] = {}
+        connections: list[ConnectionTraffic] = []
+
+        def process_row(holder: _Holder | None, ref: linux.NetnsRef) -> ProcessTraffic | None:
+            owner = holder.owner if holder is not None else None
+            if owner is not None and keep is not None and not keep(owner):
+                return None
+            if owner is None and keep is not None:
+                return None
+            key: ProcessKey = ((owner.pid, owner.command, ref.name) if owner is not None
+                               else (None, "(closed before sampled)", ref.name))
+            row = processes.get(key)
+            if row is None:
+                if owner is None:
+                    row = ProcessTraffic(None, key[1], None, None, ref.name, None, None, kind=CLOSED)
+                else:
+                    cgroup, container = self._cgroup(owner.pid)
+                    row = ProcessTraffic(owner.pid, owner.command, owner.user, owner.uid, ref.name,
+                                         container, cgroup)
+                processes[key] = row
+            return row
+
+        for ref, r in live:
+            if flt is not None and not flt.match(_as_socket(ref, r)):
+                continue
+            holder = holders.get(r.inode) or _tracked_holder(self._tracked.get(r.cookie))
+            row = process_row(holder, ref)
+            if row is not None:
+                row.connections += 1
+            if r.remote_port:
+                remote = remotes.get((ref.name, r.remote))
+                if remote is None:
+                    remote = remotes[(ref.name, r.remote)] = RemoteTraffic(ref.name, r.remote)
+                remote.connections += 1
+        for d in deltas:
+            if not (d.tx or d.rx or d.retrans):
+                continue
+            r = d.reading
+            if flt is not None and not flt.match(_as_socket(d.netns, r)):
+                continue
+            row = process_row(d.holder, d.netns)
+            if row is None:
+                continue
+            row.tx_bytes += d.tx
+            row.rx_bytes += d.rx
+            row.tcp_retransmitted_segments += d.retrans
+            tcp = row.by_proto.get("tcp")
+            if tcp is None:
+                tcp = row.by_proto["tcp"] = ProtoBytes()
+            tcp.tx_bytes += d.tx
+            tcp.rx_bytes += d.rx
+            owner = d.holder.owner if d.holder is not None else None
+            connections.append(ConnectionTraffic(
+                d.netns.name, "tcp", r.family, r.local, r.local_port, r.remote, r.remote_port,
+                "CLOSED" if d.closed else r.state, r.cookie,
+                owner.pid if owner is not None else None, owner.command if owner is not None else None,
+                d.holder.holders if d.holder is not None else 0,
+                d.tx, d.rx, d.tx / interval, d.rx / interval, d.closed))
+            remote = remotes.get((d.netns.name, r.remote))
+            if remote is None:
+                remote = remotes[(d.netns.name, r.remote)] = RemoteTraffic(d.netns.name, r.remote)
+            remote.tx_bytes += d.tx
+            remote.rx_bytes += d.rx
+        alive = {h.owner.pid for h in holders.values()}
+        for row in processes.values():
+            row.tx_rate = row.tx_bytes / interval
+            row.rx_rate = row.rx_bytes / interval
+            row.exited = row.pid is not None and row.pid not in alive and not _running(row.pid)
+        for remote in remotes.values():
+            remote.tx_rate = remote.tx_bytes / interval
+            remote.rx_rate = remote.rx_bytes / interval
+        return TrafficSample(
+            time.time(), interval, self.source,
+            sorted(processes.values(), key=lambda p: -(p.tx_bytes + p.rx_bytes)),
+            sorted(connections, key=lambda c: -(c.tx_bytes + c.rx_bytes)),
+            sorted((r for r in remotes.values() if r.tx_bytes or r.rx_bytes or r.connections),
+                   key=lambda r: -(r.tx_bytes + r.rx_bytes)),
+            notes)
+
+    def _cgroup(self, pid: int) -> tuple[str | None, str | None]:
+        found = self._cgroups.get(pid)
+        if found is None:
+            found = self._cgroups[pid] = cgroups.process_cgroup(pid)
+        return found
+
+    def _update_totals(self, sample: TrafficSample, now: float) -> None:
+        for entry in self._totals.values():
+            entry.connections = 0
+        for row in sample.processes:
+            key: TotalsKey = (row.command, row.user, row.netns, row.container,
+                              row.pid if self._per_pid else None)
+            t = self._totals.get(key)
+            if t is None:
+                t = self._totals[key] = TrafficTotals(*key)
+            t.connections += row.connections
+            tcp = row.by_proto.get("tcp")
+            if tcp is not None and (tcp.tx_bytes or tcp.rx_bytes):
+                t.tcp_sent_bytes += tcp.tx_bytes
+                t.tcp_received_bytes += tcp.rx_bytes
+                t.last_change = now
+            if row.tcp_retransmitted_segments:
+                t.tcp_retransmitted_segments += row.tcp_retransmitted_segments
+                t.last_change = now
+            if row.connections:
+                t.last_change = now
+        for key in [k for k, t in self._totals.items()
+                    if not t.connections and now - t.last_change > self._forget_after]:
+            del self._totals[key]
+
+
+def _tracked_holder(tracked: _Tracked | None) -> _Holder | None:
+    return tracked.holder if tracked is not None else None
+
+
+def _as_socket(ref: linux.NetnsRef, r: TcpReading) -> Socket:
+    """The reading as an inventory Socket, for the ss filter."""
+    remote = InetAddress(r.remote, r.remote_port) if r.remote_port else None
+    return Socket(ref.name, r.family, "tcp", "stream", r.state, InetAddress(r.local, r.local_port),
+                  remote, 0, 0, r.inode, r.uid, r.cookie)
+
+
+def _start_time(owner: Owner) -> int:
+    """A process's start time in clock ticks (0 when it has gone)."""
+    try:
+        with open(f"/proc/{owner.pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+def _running(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def _process_predicate(pid: int | Iterable[int] | None, user: str | int | None,
+                       command: str | None) -> Callable[[Owner], bool] | None:
+    """The inventory's --pid/--user/--command test, over an Owner."""
+    keep = _process_filter(pid, user, command)
+    if keep is None:
+        return None
+    return lambda owner: keep(owner.pid, owner.command, -1 if owner.uid is None else owner.uid)
