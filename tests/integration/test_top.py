@@ -76,11 +76,21 @@ def net(topology: Topology) -> Netns:
 
 
 @pytest.fixture
-def docker_cgroup() -> Iterator[Path]:
-    """A cgroup (v2) named as Docker names a container's, removed afterwards."""
-    root = Path("/sys/fs/cgroup/unified")
-    if not (root / "cgroup.procs").exists():
-        root = Path("/sys/fs/cgroup")
+def docker_cgroup(tmp_path: Path) -> Iterator[Path]:
+    """A cgroup (v2) named as Docker names a container's, removed afterwards.
+
+    Under ``ip netns exec`` (the suite's sandbox) /sys is a fresh sysfs with no
+    cgroup file system mounted: one is mounted for the test then.
+    """
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if line.split()[2] == "cgroup2"]
+    mounted = None
+    if mounts:
+        root = Path(mounts[0])
+    else:
+        mounted = root = tmp_path / "cgroup2"
+        root.mkdir()
+        subprocess.run(["mount", "-t", "cgroup2", "none", str(root)], check=True)
     path = root / f"docker-{secrets.token_hex(32)}.scope"
     path.mkdir()
     try:
@@ -92,6 +102,8 @@ def docker_cgroup() -> Iterator[Path]:
             except OSError:
                 pass
         path.rmdir()
+        if mounted is not None:
+            subprocess.run(["umount", str(mounted)], check=True)
 
 
 def _iperf3_server(topology: Topology, ns: Netns | None, addr: str, port: int) -> subprocess.Popen[str]:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sockscope.errors import UsageError
+from sockscope.errors import PermissionNeeded, UsageError
 from sockscope.inventory.model import InetAddress, Owner, Socket
 from sockscope.inventory.owners import scan_owners
 from sockscope.inventory.query import _namespaces, _process_filter, filter_arg
@@ -111,6 +111,9 @@ class Sampler:
                  command: str | None = None, per_pid: bool = False,
                  forget_after: float = 600.0) -> None:
         self._filter: SocketFilter | None = filter_arg(filter)
+        if os.geteuid() != 0:
+            raise PermissionNeeded("traffic accounting needs root (to enter every network namespace "
+                                   "and to see which process holds each socket)")
         self._netns_specs = netns
         self._keep = _process_predicate(pid, user, command)
         self._per_pid = per_pid
