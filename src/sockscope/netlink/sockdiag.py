@@ -283,8 +283,10 @@ def parse_unix(payload: memoryview, netns: str) -> Socket:
     name = attrs.get(UNIX_DIAG_NAME)
     if name is not None and len(name):
         raw = bytes(name)
+        # Names are bytes: decoded as Python decodes file names (surrogateescape),
+        # so os.fsencode gives the bytes back; output escapes them (model.escape_name).
         if raw[0] == 0:  # abstract: a leading NUL, and the rest is the name verbatim
-            local = UnixAddress(raw[1:].decode("utf-8", "backslashreplace"), True)
+            local = UnixAddress(raw[1:].decode("utf-8", "surrogateescape"), True)
         else:
             local = UnixAddress(raw.rstrip(b"\0").decode("utf-8", "surrogateescape"), False)
     recv_q = send_q = 0
