@@ -63,3 +63,75 @@ def test_procfs_reads_unix_paths_with_newlines() -> None:
             ino = os.fstat(s.fileno()).st_ino
             (item,) = [i for i in json.loads(result.stdout) if i["inode"] == ino]
             assert item["local"]["path"] == path
+
+
+def test_listening_is_ss_l_every_socket_not_connected() -> None:
+    # ss -l lists bound UDP, raw, packet and unix datagram sockets (UNCONN) besides listeners.
+    tmp = tempfile.mkdtemp()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    lst = socket.socket()
+    made = [udp, raw, packet, dgram, lst]
+    try:
+        udp.bind(("127.0.0.1", 0))
+        dgram.bind(os.path.join(tmp, "d.sock"))
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        cli = socket.create_connection(lst.getsockname())
+        srv, _ = lst.accept()
+        made += [cli, srv]
+        inodes = {os.fstat(s.fileno()).st_ino: s for s in made}
+        import sockscope
+
+        listed = {s.inode for s in sockscope.sockets(listening=True, pid=os.getpid())} & set(inodes)
+        assert listed == {os.fstat(s.fileno()).st_ino for s in (udp, raw, packet, dgram, lst)}
+        connected = {s.inode for s in sockscope.sockets(listening=False, pid=os.getpid())}
+        assert {os.fstat(s.fileno()).st_ino for s in (cli, srv)} <= connected
+        assert not connected & listed
+        port = udp.getsockname()[1]
+        result = run_cli("ls", "-lun", f"sport = :{port}")
+        assert result.returncode == 0 and f"127.0.0.1:{port}" in result.stdout, result
+        result = run_cli("kill", "-l", "-u", "--dry-run", f"sport = :{port}")
+        assert result.returncode == 0 and result.stdout.startswith("would close udp UNCONN"), result
+    finally:
+        for s in made:
+            s.close()
+        os.unlink(os.path.join(tmp, "d.sock"))
+        os.rmdir(tmp)
+
+
+def time_wait_port() -> int:
+    """A TIME_WAIT connection on loopback: the client closes first. Returns the server port."""
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        cli = socket.create_connection(lst.getsockname())
+        srv, _ = lst.accept()
+        cli.close()
+        srv.recv(1)  # the client's FIN
+        srv.close()
+        return int(lst.getsockname()[1])
+
+
+def test_kill_destroys_time_wait_sockets_as_ss_k_does() -> None:
+    import sockscope
+
+    port = time_wait_port()
+    flt = f"state time-wait and dport = :{port}"
+    assert len(sockscope.sockets("tcp", filter=flt)) == 1
+    result = run_cli("kill", "-4", flt)
+    assert result.returncode == 0, result
+    assert result.stdout.startswith("closed tcp TIME_WAIT 127.0.0.1:")
+    assert sockscope.sockets("tcp", filter=flt) == []
+
+
+def test_kill_by_family() -> None:
+    with socket.socket(socket.AF_INET6) as lst:
+        lst.bind(("::1", 0))
+        lst.listen()
+        port = lst.getsockname()[1]
+        assert run_cli("kill", "-4", "--dry-run", f"sport = :{port}").returncode == 1
+        result = run_cli("kill", "-6", "--dry-run", f"sport = :{port}")
+        assert result.returncode == 0 and f"[::1]:{port}" in result.stdout

@@ -126,25 +126,36 @@ def _namespace_type(fd: int) -> int | None:
 def all_netns() -> list[NetnsRef]:
     """Every network namespace on the host: named ones, then those only processes hold.
 
-    Namespaces are told apart by inode; the current one comes first.
+    Namespaces are told apart by inode; the current one comes first. Without root,
+    the namespaces of other users' processes cannot be read: see `scan_all_netns`.
     """
+    return scan_all_netns()[0]
+
+
+def scan_all_netns() -> tuple[list[NetnsRef], int]:
+    """`all_netns`, and how many processes' namespaces could not be read (permission
+    denied: another user's process, without root)."""
     seen: dict[int, NetnsRef] = {}
     here = os.stat("/proc/self/ns/net").st_ino
     named = _named_netns()
     seen[here] = NetnsRef(here, display_name(here, named), "/proc/self/ns/net")
     for inode, name in named.items():
         seen.setdefault(inode, NetnsRef(inode, name, os.path.join(NETNS_RUN_DIR, name)))
+    unreadable = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         path = f"/proc/{entry}/ns/net"
         try:
             inode = os.stat(path).st_ino
-        except OSError:  # exited, or another user's process without root
+        except PermissionError:
+            unreadable += 1
+            continue
+        except OSError:  # exited meanwhile
             continue
         if inode not in seen:
             seen[inode] = NetnsRef(inode, display_name(inode, named), path)
-    return list(seen.values())
+    return list(seen.values()), unreadable
 
 
 def ifname_lookup() -> Callable[[int], str | None]:
