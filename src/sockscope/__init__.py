@@ -60,6 +60,7 @@ _EXPORTS = {
     "Verdict": "sockscope.divert",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
+    "PermissionNeeded": "sockscope.errors",
     "Policy": "sockscope.policy",
     "peer_credentials": "sockscope.services",
     "PeerCredentials": "sockscope.services",
@@ -80,6 +81,7 @@ __all__ = [
     "Owner",
     "PacketAddress",
     "PeerCredentials",
+    "PermissionNeeded",
     "PingResult",
     "Policy",
     "ScanResult",
@@ -117,7 +119,7 @@ if TYPE_CHECKING:
     from sockscope.capture.inject import replay, send_frame
     from sockscope.capture.packet import CapturedPacket
     from sockscope.divert import Divert, DivertPacket, Verdict, divert
-    from sockscope.errors import SockscopeError, UsageError
+    from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
     from sockscope.inventory.filter import parse_filter
     from sockscope.inventory.interfaces import Interface, interfaces
     from sockscope.inventory.kill import kill_sockets
@@ -160,6 +162,17 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], objec
     return __getattr__
 
 
+def lazy_dir(package: str, exports: dict[str, str]) -> Callable[[], list[str]]:
+    """A package's ``__dir__`` (PEP 562) that lists the lazy exports too, so
+    ``dir()``, ``help()`` and editors' completion see the whole API before any of
+    it has been imported."""
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *exports})
+
+    return __dir__
+
+
 _exported = lazy_exports(__name__, _EXPORTS)
 
 
@@ -169,3 +182,7 @@ def __getattr__(name: str) -> object:
         __import__(f"sockscope.{name}")
         return sys.modules[f"sockscope.{name}"]
     return _exported(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "pcap", "packets"})
