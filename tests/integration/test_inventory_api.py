@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import subprocess
 import warnings
 
 import pytest
@@ -74,3 +75,20 @@ def test_notes_as_root_name_only_what_could_not_be_read() -> None:
         assert found.notes == [] and caught == []
     else:
         assert len(found.notes) == 1 and "could not be read" in found.notes[0]
+
+
+def test_all_netns_skips_a_namespace_deleted_after_it_was_listed(
+        topology: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sockscope.platform import linux
+
+    gone = topology.add_netns("gone")
+    listed = linux.scan_all_netns()
+    assert any(ref.path == gone.path for ref in listed[0])
+    subprocess.run(["ip", "netns", "delete", gone.name], check=True)  # as another tool would
+    monkeypatch.setattr(linux, "scan_all_netns", lambda: listed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sockscope.InventoryWarning)  # pid 1 in a sandbox
+        assert isinstance(sockscope.sockets("tcp", all_netns=True, owners=False), list)
+    with pytest.raises(sockscope.SockscopeError, match="has gone"):
+        with linux.in_netns(next(ref for ref in listed[0] if ref.path == gone.path)):
+            pass

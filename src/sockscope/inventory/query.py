@@ -184,6 +184,10 @@ def start(
                 if not all_netns:
                     raise
                 skipped += 1  # --all-netns without root: show what can be seen
+            except linux.NetnsGone:
+                if not all_netns:
+                    raise
+                # Deleted since it was listed: it has no sockets to show any more.
         if skipped:
             notes.append(f"{skipped} network namespaces need root to enter and were skipped")
     except BaseException:

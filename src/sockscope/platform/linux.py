@@ -68,10 +68,17 @@ def _named_netns() -> dict[int, str]:
     except OSError:
         return names
     for name in sorted(entries):
+        # An entry is a bind mount of the namespace; in a mount namespace that does
+        # not see the mount (`ip netns exec` makes one) it is an empty file.
         try:
-            names.setdefault(os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino, name)
+            fd = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
+        try:
+            if _namespace_type(fd) == CLONE_NEWNET:
+                names.setdefault(os.fstat(fd).st_ino, name)
+        finally:
+            os.close(fd)
     return names
 
 
@@ -216,6 +223,8 @@ def in_netns(ref: NetnsRef | None) -> Iterator[None]:
                 raise PermissionNeeded(
                     f"entering network namespace {ref.name} needs root (CAP_SYS_ADMIN)"
                 ) from None
+            except OSError as exc:  # EINVAL: the file is no namespace (any more)
+                raise NetnsGone(f"cannot enter network namespace {ref.name}: {exc.strerror}") from None
         finally:
             os.close(target)
         try:
