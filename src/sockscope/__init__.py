@@ -30,6 +30,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sockets": "sockscope.inventory.query",
+    "SocketList": "sockscope.inventory.query",
+    "InventoryWarning": "sockscope.inventory.model",
     "Socket": "sockscope.inventory.model",
     "Owner": "sockscope.inventory.model",
     "InetAddress": "sockscope.inventory.model",
@@ -74,6 +76,7 @@ __all__ = [
     "DivertPacket",
     "InetAddress",
     "Interface",
+    "InventoryWarning",
     "Memory",
     "NetlinkAddress",
     "Owner",
@@ -86,6 +89,7 @@ __all__ = [
     "Server",
     "Socket",
     "SocketEvent",
+    "SocketList",
     "SockscopeError",
     "TcpInfo",
     "TraceResult",
@@ -123,6 +127,7 @@ if TYPE_CHECKING:
     from sockscope.inventory.kill import kill_sockets
     from sockscope.inventory.model import (
         InetAddress,
+        InventoryWarning,
         Memory,
         NetlinkAddress,
         Owner,
@@ -131,7 +136,7 @@ if TYPE_CHECKING:
         TcpInfo,
         UnixAddress,
     )
-    from sockscope.inventory.query import sockets
+    from sockscope.inventory.query import SocketList, sockets
     from sockscope.inventory.watch import SocketEvent, watch
     from sockscope.policy import Policy
     from sockscope.probe.model import PingResult, ScanResult, TraceResult
