@@ -181,7 +181,7 @@ class Sampler:
 
     def _wanted_refs(self) -> list[linux.NetnsRef]:
         """Every namespace on the host now, or the ones named (as the inventory reads them)."""
-        return _namespaces(self._netns_specs, all_netns=self._netns_specs is None)
+        return _namespaces(self._netns_specs, self._netns_specs is None, [])
 
     def _refresh_namespaces(self, baseline: bool = False) -> list[_Namespace]:
         """The namespaces to sample: sources opened for those that appeared, and
