@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sockscope.errors import PermissionNeeded, UsageError
+from sockscope.errors import PermissionNeeded
 from sockscope.inventory.model import InetAddress, Owner, Socket
 from sockscope.inventory.owners import scan_owners
 from sockscope.inventory.query import _namespaces, _process_filter, filter_arg
@@ -199,8 +199,8 @@ class Sampler:
             if ns is None:
                 try:
                     tcp = NamespaceTcp(ref)
-                except (OSError, UsageError):
-                    continue  # the namespace went away while we looked (ENOENT, EINVAL)
+                except (OSError, linux.NetnsGone):
+                    continue  # the namespace went away while we looked
                 ns = self._namespaces[ref.inode] = _Namespace(ref, tcp)
                 if baseline:
                     self._baseline(ns)
