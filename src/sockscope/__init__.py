@@ -29,6 +29,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sockets": "sockscope.inventory.query",
+    "SocketList": "sockscope.inventory.query",
+    "InventoryWarning": "sockscope.inventory.model",
     "Socket": "sockscope.inventory.model",
     "Owner": "sockscope.inventory.model",
     "InetAddress": "sockscope.inventory.model",
@@ -73,6 +75,7 @@ __all__ = [
     "DivertPacket",
     "InetAddress",
     "Interface",
+    "InventoryWarning",
     "Memory",
     "NetlinkAddress",
     "Owner",
@@ -85,6 +88,7 @@ __all__ = [
     "Server",
     "Socket",
     "SocketEvent",
+    "SocketList",
     "SockscopeError",
     "TcpInfo",
     "TraceResult",
@@ -121,6 +125,7 @@ if TYPE_CHECKING:
     from sockscope.inventory.kill import kill_sockets
     from sockscope.inventory.model import (
         InetAddress,
+        InventoryWarning,
         Memory,
         NetlinkAddress,
         Owner,
@@ -129,7 +134,7 @@ if TYPE_CHECKING:
         TcpInfo,
         UnixAddress,
     )
-    from sockscope.inventory.query import sockets
+    from sockscope.inventory.query import SocketList, sockets
     from sockscope.inventory.watch import SocketEvent, watch
     from sockscope.policy import Policy
     from sockscope.probe.model import PingResult, ScanResult, TraceResult
