@@ -132,7 +132,6 @@ KNOWN: dict[tuple[str, str], str] = {
     **{("divert", c): _DIVERT_RULESET for c in ("stdin-devnull", "stdin-file", "stdin-closed",
                                                  "stdout-head", "stdout-full", "sigint", "sigterm")},
     ("ifaces-interval", "netns-vanishes"): _NETNS_GONE,
-    ("watch-netns", "netns-vanishes"): _NETNS_GONE,
 }
 
 CONDITIONS = ["stdin-devnull", "stdin-file", "stdin-closed", "stdout-head", "stdout-full",
