@@ -118,7 +118,7 @@ def launch() -> NoReturn:
         sys.exit(status)
     try:
         sys.stdout.flush()
-    except (BrokenPipeError, ValueError):  # `| head` went away, or stdout was closed
+    except (OSError, ValueError, AttributeError):  # `| head` went away, stdout full or closed
         pass
     sys.stderr.flush()
     os._exit(status)
