@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from sockscope.errors import PermissionNeeded
 from sockscope.inventory.model import InetAddress, Owner, Socket
-from sockscope.inventory.owners import scan_owners
+from sockscope.inventory.owners import ProcessPredicate, scan_owners
 from sockscope.inventory.query import _namespaces, _process_filter, filter_arg
 from sockscope.platform import linux
 
@@ -115,7 +115,9 @@ class Sampler:
             raise PermissionNeeded("traffic accounting needs root (to enter every network namespace "
                                    "and to see which process holds each socket)")
         self._netns_specs = netns
-        self._keep = _process_predicate(pid, user, command)
+        # --pid/--user/--command: the owner scan reads only those processes' fds.
+        self._scan_filter = _process_filter(pid, user, command)
+        self._keep = _process_predicate(self._scan_filter)
         self._per_pid = per_pid
         self._forget_after = forget_after
         self._lock = threading.Lock()
@@ -298,7 +300,7 @@ class Sampler:
         wanted = {i for i in inodes if i}
         if not wanted:
             return {}
-        omap = scan_owners(wanted)
+        omap = scan_owners(wanted, self._scan_filter)
         out: dict[int, _Holder] = {}
         for inode, owners in omap.by_inode.items():
             if len(owners) == 1:
@@ -451,10 +453,8 @@ def _running(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def _process_predicate(pid: int | Iterable[int] | None, user: str | int | None,
-                       command: str | None) -> Callable[[Owner], bool] | None:
+def _process_predicate(keep: ProcessPredicate | None) -> Callable[[Owner], bool] | None:
     """The inventory's --pid/--user/--command test, over an Owner."""
-    keep = _process_filter(pid, user, command)
     if keep is None:
         return None
     return lambda owner: keep(owner.pid, owner.command, -1 if owner.uid is None else owner.uid)
