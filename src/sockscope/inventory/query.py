@@ -1,4 +1,4 @@
-"""The inventory API: ``sockets()``, ``iter_sockets()``, ``collect()`` and ``start()``.
+"""The inventory API: ``sockets()``, ``iter_sockets()``, and ``start()`` for the CLI.
 
 For each network namespace asked for: enter it, open one sock_diag netlink
 socket and read what only the namespace can tell (interface names), leave it,
@@ -45,6 +45,10 @@ INET_PROTOS = ("tcp", "udp", "raw", "icmp")
 _PROCFS_ONLY = ("icmp",)
 FAMILIES = ("inet", "inet6", "unix", "packet", "netlink")
 
+# ss's -l: "listening" is every socket not connected, LISTEN and UNCONN (CLOSE),
+# so that bound UDP, raw, packet and unix datagram sockets are listed too.
+NOT_CONNECTED = (1 << STATE_NUMBERS["LISTEN"]) | (1 << STATE_NUMBERS["UNCONN"])
+
 # Diag errors meaning "this kernel cannot dump that kind": fall back to /proc/net.
 _MISSING = {errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EINVAL}
 
@@ -67,17 +71,40 @@ def filter_arg(filter: str | Sequence[str] | None) -> SocketFilter | None:
 
     The filter module loads only when there is something to parse.
     """
-    if filter is None or not (filter if isinstance(filter, str) else " ".join(filter)).strip():
+    if filter is None:
+        return None
+    words = _strings(filter, "filter", "an ss filter expression")
+    if not " ".join(words).strip():
         return None
     from .filter import parse_filter
 
-    return parse_filter(filter)
+    return parse_filter(list(words))
+
+
+def _items(value: object) -> tuple[object, ...]:
+    """One value or an iterable of them, as a tuple (a string is one value)."""
+    if isinstance(value, str | bytes):
+        return (value,)
+    try:
+        return tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        return (value,)
+
+
+def _strings(value: object, what: str, expected: str) -> tuple[str, ...]:
+    """``value`` as a tuple of strings: one string, or an iterable of them."""
+    items = _items(value)
+    strings = tuple(item for item in items if isinstance(item, str))
+    if len(strings) != len(items):
+        bad = next(item for item in items if not isinstance(item, str))
+        raise UsageError(f"{what}: expected {expected}, got {bad!r}")
+    return strings
 
 
 def _as_tuple(value: str | Iterable[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
     if value is None:
         return tuple(allowed)
-    items = (value,) if isinstance(value, str) else tuple(value)
+    items = _strings(value, what, f"one of {', '.join(allowed)}")
     for item in items:
         if item not in allowed:
             raise UsageError(f"unknown {what} {item!r} (expected one of: {', '.join(allowed)})")
@@ -92,7 +119,7 @@ class Query:
         proto: str | Iterable[str] | None = None,
         family: str | Iterable[str] | None = None,
         *,
-        states: Iterable[str] | None = None,
+        states: str | Iterable[str] | None = None,
         listening: bool | None = None,
         filter: str | Sequence[str] | None = None,
         netns: str | Sequence[str] | None = None,
@@ -107,19 +134,7 @@ class Query:
         command: str | None = None,
         procfs: bool = False,
     ) -> None:
-        """Sockets matching every condition given, with the processes holding them.
-
-        ``proto``: tcp, udp, raw, icmp, unix, packet, netlink (default: all).
-        ``family``: inet, inet6, unix, packet, netlink (default: all).
-        ``states``: kernel state names (ESTABLISHED, LISTEN, ...); ``listening``
-        True keeps listeners only, False drops them. ``filter``: an ss filter
-        expression. ``netns``: a name, path or pid (or several); ``all_netns``:
-        every namespace on the host. ``owners``: look up the holding processes.
-        ``info``: tcp_info; ``memory``: socket memory; ``extended``: cgroup id
-        and mark; ``check_paths``: does each unix socket's file still exist.
-        ``pid``/``user``/``command``: keep sockets held by matching processes.
-        ``procfs``: read /proc/net even where sock_diag works.
-        """
+        """The arguments of ``sockets()`` (see there), checked: bad ones raise ``UsageError``."""
         self.protos = _as_tuple(proto, PROTOS, "protocol")
         self.families = _as_tuple(family, FAMILIES, "family")
         self.filter = filter_arg(filter)
@@ -128,19 +143,20 @@ class Query:
         mask = ALL_STATES_MASK
         if states is not None:
             mask = 0
-            for name in states:
+            for name in _strings(states, "states", "kernel state names"):
                 num = STATE_NUMBERS.get(name.upper())
                 if num is None:
                     raise UsageError(f"unknown state {name!r}")
                 mask |= 1 << num
         if listening is True:
-            mask &= 1 << STATE_NUMBERS["LISTEN"]
+            mask &= NOT_CONNECTED
         elif listening is False:
-            mask &= ~(1 << STATE_NUMBERS["LISTEN"])
+            mask &= ~NOT_CONNECTED
         if self.filter is not None:
             mask &= self.filter.kernel_states
         self.mask = mask
-        self.refs = _namespaces(netns, all_netns)
+        self.notes: list[str] = []  # what could not be seen, known before the dump
+        self.refs = _namespaces(netns, all_netns, self.notes)
         self.all_netns = all_netns
         self.owners = owners
         self.info, self.memory, self.extended = info, memory, extended
@@ -148,16 +164,18 @@ class Query:
         self.process_filter = _process_filter(pid, user, command)
         self.procfs = procfs
 
-    def listing(self, owners_first: bool = True, unix_peer_names: bool = False) -> Listing:
+    def listing(self, owners_first: bool = True, unix_peer_names: bool = False,
+                warn: bool = False) -> Listing:
         """Run the query: an iterator over the sockets, one namespace after another.
 
         ``owners_first``: build the owner map before the first socket, so each
         comes with its owners; otherwise the scan runs beside the dump and
         ``Listing.owner_map()`` gives the map at the end. ``unix_peer_names``:
         learn the bound name of every unix socket first (``Listing.unix_names``),
-        to name the other end of a connection.
+        to name the other end of a connection. ``warn``: issue the notes as
+        ``InventoryWarning``s at the end.
         """
-        return Listing(self, owners_first, unix_peer_names)
+        return Listing(self, owners_first, unix_peer_names, warn)
 
 
 class Listing(Iterator[Socket]):
@@ -167,12 +185,14 @@ class Listing(Iterator[Socket]):
     releases the netlink socket and stops the owner scan.
     """
 
-    def __init__(self, query: Query, owners_first: bool, unix_peer_names: bool) -> None:
+    def __init__(self, query: Query, owners_first: bool, unix_peer_names: bool,
+                 warn: bool = False) -> None:
         self.query = query
-        self.notes: list[str] = []
+        self.notes: list[str] = list(query.notes)
         self.fallbacks: list[str] = []
         self.unix_names: UnixNames | None = None
         self._peer_names = unix_peer_names
+        self._warn = warn
         self._omap: owners_mod.OwnerMap | None = None
         self._scan: owners_mod.BackgroundScan | None = None
         if query.owners and query.process_filter is not None:
@@ -230,13 +250,22 @@ class Listing(Iterator[Socket]):
                     raise
                 skipped += 1  # --all-netns without root: show what can be seen
                 continue
+            except linux.NetnsGone:
+                if not q.all_netns:
+                    raise
+                continue  # deleted since it was listed: it has no sockets to show any more
             try:
                 self.unix_names = ns.unix_names
                 yield from self._sockets_of(ns)
+            except linux.NetnsGone:
+                if not q.all_netns:
+                    raise  # (a /proc/net fallback found it gone midway)
             finally:
                 ns.close()
         if skipped:
             self.notes.append(f"{skipped} network namespaces need root to enter and were skipped")
+        if self._warn:
+            _warn(self.notes)
 
     def _sockets_of(self, ns: _Namespace) -> Iterator[Socket]:
         q = self.query
@@ -366,13 +395,13 @@ def _dump_kind(nl: NetlinkSocket, kind: str, fam: str, netns: str, mask: int, in
         elif kind == "packet":
             if not mask & (1 << STATE_NUMBERS["UNCONN"]):
                 return  # packet sockets have no connection state: always UNCONN
-            req = sockdiag.packet_request(memory)
+            req = sockdiag.packet_request()
             for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req):
-                yield sockdiag.parse_packet(m.payload, netns, ifname)
+                yield sockdiag.parse_packet(m.payload, netns, ifname, memory)
         else:
-            req = sockdiag.netlink_request(memory)
+            req = sockdiag.netlink_request()
             for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req):
-                s = sockdiag.parse_netlink(m.payload, netns)
+                s = sockdiag.parse_netlink(m.payload, netns, memory)
                 if mask & (1 << STATE_NUMBERS.get(s.state, 0)):
                     yield s
     except NetlinkError as exc:
@@ -399,64 +428,129 @@ class PendingInventory:
         return Inventory(self.sockets, listing.notes, sorted(set(listing.fallbacks)))
 
 
-def _describe(wrapper: Callable[..., object], name: str, doc: str) -> None:
-    """Name and document a wrapper of ``Query``; help() shows Query's parameters."""
-    wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__doc__ = doc + "\n\n" + (Query.__init__.__doc__ or "")
-    setattr(wrapper, "__wrapped__", Query)  # noqa: B010 - inspect.signature follows it
-
-
 def _started(q: Callable[P, Query]) -> Callable[P, PendingInventory]:
     def start(*args: P.args, **kwargs: P.kwargs) -> PendingInventory:
+        """``sockets()``'s arguments; the inventory with owners attached by ``finish()``."""
         return PendingInventory(q(*args, **kwargs).listing(owners_first=False))
 
-    _describe(start, "start", "Sockets dumped, owners attached by ``finish()``.")
     return start
 
 
-def _finished(q: Callable[P, Query]) -> Callable[P, Inventory]:
-    def collect(*args: P.args, **kwargs: P.kwargs) -> Inventory:
-        return PendingInventory(q(*args, **kwargs).listing(owners_first=False)).finish()
-
-    _describe(collect, "collect", "Like ``sockets()``, with notes: an ``Inventory``.")
-    return collect
-
-
-def _listed(q: Callable[P, Query]) -> Callable[P, list[Socket]]:
-    def sockets(*args: P.args, **kwargs: P.kwargs) -> list[Socket]:
-        return PendingInventory(q(*args, **kwargs).listing(owners_first=False)).finish().sockets
-
-    _describe(sockets, "sockets", "The socket inventory as a list of ``Socket``.")
-    return sockets
-
-
-def _iterated(q: Callable[P, Query]) -> Callable[P, Iterator[Socket]]:
-    def iter_sockets(*args: P.args, **kwargs: P.kwargs) -> Iterator[Socket]:
-        return q(*args, **kwargs).listing(owners_first=True)
-
-    _describe(iter_sockets, "iter_sockets",
-              "Like ``sockets()``, one socket at a time, without building the list: memory "
-              "does not grow with the number of sockets beyond the owner map (the owners of "
-              "every socket on the host, about 30 bytes each). The iterator has ``close()``; "
-              "closing it early (or leaving a ``with`` block) stops the owner scan.")
-    return iter_sockets
-
-
-# The same arguments as ``Query``, typed through ParamSpec rather than written out four times.
+# The CLI's and kill's entry: Query's arguments, typed through ParamSpec.
 start = _started(Query)
-collect = _finished(Query)
-sockets = _listed(Query)
-iter_sockets = _iterated(Query)
 
 
-def _namespaces(netns: str | Sequence[str] | None, all_netns: bool) -> list[linux.NetnsRef]:
+class SocketList(list[Socket]):
+    """What ``sockets()`` returns: a list of ``Socket``, plus ``notes`` saying what
+    could not be seen (namespaces skipped without root, owners hidden...). Each
+    note is also issued as an ``InventoryWarning``."""
+
+    notes: list[str]
+
+    def __init__(self, found: Iterable[Socket] = (), notes: Iterable[str] = ()) -> None:
+        super().__init__(found)
+        self.notes = list(notes)
+
+
+def sockets(
+    proto: str | Iterable[str] | None = None,
+    family: str | Iterable[str] | None = None,
+    *,
+    states: str | Iterable[str] | None = None,
+    listening: bool | None = None,
+    filter: str | Sequence[str] | None = None,
+    netns: str | Sequence[str] | None = None,
+    all_netns: bool = False,
+    owners: bool = True,
+    info: bool = False,
+    memory: bool = False,
+    extended: bool = False,
+    check_paths: bool = False,
+    pid: int | Iterable[int] | None = None,
+    user: str | int | None = None,
+    command: str | None = None,
+    procfs: bool = False,
+) -> SocketList:
+    """The socket inventory: every socket matching all the conditions given, with
+    the processes holding it. Bad arguments raise ``UsageError``.
+
+    ``proto``: tcp, udp, raw, icmp, unix, packet, netlink, or several (default: all).
+    ``family``: inet, inet6, unix, packet, netlink (default: all).
+    ``states``: kernel state names (ESTABLISHED, LISTEN, ...). ``listening``:
+    True keeps the sockets that are not connected (LISTEN and UNCONN, ss's -l),
+    False the connected ones. ``filter``: an ss filter expression.
+    ``netns``: a namespace name, path or pid (or several); ``all_netns``: every
+    namespace on the host (without root, those that cannot be entered are
+    skipped, and the result's ``notes`` say so). ``owners``: look up the holding
+    processes. ``info``: tcp_info; ``memory``: socket memory; ``extended``:
+    cgroup id and mark; ``check_paths``: does each unix socket's file still exist.
+    ``pid``/``user``/``command``: keep the sockets such processes hold.
+    ``procfs``: read /proc/net instead of sock_diag.
+    """
+    inv = start(proto, family, states=states, listening=listening, filter=filter, netns=netns,
+                all_netns=all_netns, owners=owners, info=info, memory=memory, extended=extended,
+                check_paths=check_paths, pid=pid, user=user, command=command,
+                procfs=procfs).finish()
+    _warn(inv.notes)
+    return SocketList(inv.sockets, inv.notes)
+
+
+def iter_sockets(
+    proto: str | Iterable[str] | None = None,
+    family: str | Iterable[str] | None = None,
+    *,
+    states: str | Iterable[str] | None = None,
+    listening: bool | None = None,
+    filter: str | Sequence[str] | None = None,
+    netns: str | Sequence[str] | None = None,
+    all_netns: bool = False,
+    owners: bool = True,
+    info: bool = False,
+    memory: bool = False,
+    extended: bool = False,
+    check_paths: bool = False,
+    pid: int | Iterable[int] | None = None,
+    user: str | int | None = None,
+    command: str | None = None,
+    procfs: bool = False,
+) -> Listing:
+    """Like ``sockets()`` (the same arguments), one socket at a time without
+    building the list: memory does not grow with the number of sockets beyond
+    the owner map (the owners of every socket on the host, about 30 bytes each),
+    which is built first. Bad arguments raise ``UsageError`` at the call.
+
+    The iterator has ``close()`` and is a context manager; closing it early
+    stops the owner scan. Its ``notes`` fill in as it goes and are issued as
+    ``InventoryWarning``s when it is exhausted.
+    """
+    query = Query(proto, family, states=states, listening=listening, filter=filter, netns=netns,
+                  all_netns=all_netns, owners=owners, info=info, memory=memory, extended=extended,
+                  check_paths=check_paths, pid=pid, user=user, command=command, procfs=procfs)
+    return query.listing(owners_first=True, warn=True)
+
+
+def _warn(notes: Iterable[str]) -> None:
+    if notes:
+        import warnings
+
+        from .model import InventoryWarning
+
+        for note in notes:
+            warnings.warn(note, InventoryWarning, stacklevel=3)
+
+
+def _namespaces(netns: str | Sequence[str] | None, all_netns: bool,
+                notes: list[str]) -> list[linux.NetnsRef]:
     if all_netns:
-        return linux.all_netns()
+        everywhere, unreadable = linux.scan_all_netns()
+        if unreadable:
+            notes.append(f"the network namespaces of {unreadable} processes could not be read "
+                         "(permission denied): sockets in namespaces only they hold are not listed")
+        return everywhere
     if netns is None:
         return [linux.current_netns()]
-    specs = [netns] if isinstance(netns, str) else list(netns)
     refs: dict[int, linux.NetnsRef] = {}
-    for spec in specs:
+    for spec in _strings(netns, "netns", "a namespace name, path or pid (as a string)"):
         ref = linux.resolve_netns(spec)
         refs.setdefault(ref.inode, ref)
     return list(refs.values())
@@ -466,16 +560,26 @@ def _process_filter(pid: int | Iterable[int] | None, user: str | int | None,
                     command: str | None) -> owners_mod.ProcessPredicate | None:
     if pid is None and user is None and command is None:
         return None
-    pids = None if pid is None else ({pid} if isinstance(pid, int) else set(pid))
+    pids: set[int] | None = None
+    if pid is not None:
+        pids = set()
+        for p in _items(pid):
+            if not isinstance(p, int) or isinstance(p, bool) or p < 1:
+                raise UsageError(f"pid: expected process ids (positive integers), got {p!r}")
+            pids.add(p)
+    if command is not None and not isinstance(command, str):
+        raise UsageError(f"command: expected a process name, got {command!r}")
     uid: int | None = None
     if user is not None:
-        if isinstance(user, int) or str(user).isdigit():
+        if isinstance(user, bool) or not isinstance(user, int | str):
+            raise UsageError(f"user: expected a user name or uid, got {user!r}")
+        if isinstance(user, int) or user.isdigit():
             uid = int(user)
         else:
             import pwd
 
             try:
-                uid = pwd.getpwnam(str(user)).pw_uid
+                uid = pwd.getpwnam(user).pw_uid
             except KeyError:
                 raise UsageError(f"unknown user {user!r}") from None
 
