@@ -62,11 +62,22 @@ sys.stderr.write(f"\nMEASURED {status} {hwm}\n")
 
 
 def hold(topology: Topology, ns: Netns, pairs: int) -> subprocess.Popen[Any]:
-    proc = topology.spawn(ns, sys.executable, "-c", HOLDER, str(pairs), stdin=subprocess.PIPE)
+    proc = topology.spawn(ns, sys.executable, "-c", HOLDER, str(pairs), stdin=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 120)
     assert ready and proc.stdout.readline().strip() == "ready", "the socket holder did not start"
     return proc
+
+
+def release(*holders: subprocess.Popen[Any]) -> None:
+    """Let the holders go (EOF on their stdin) and close our ends of their pipes."""
+    for proc in holders:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+    for proc in holders:
+        proc.wait(timeout=60)
+        proc.stdout.close()  # type: ignore[union-attr]
 
 
 def peak_kib(ns: Netns, *args: str) -> int:
@@ -78,12 +89,11 @@ def peak_kib(ns: Netns, *args: str) -> int:
     return int(last[2])
 
 
-@pytest.fixture(scope="module")
-def crowded() -> Iterator[tuple[Topology, Netns]]:
-    with Topology() as topo:
-        ns = topo.add_netns("crowd")
-        topo.run(ns, "ip", "link", "set", "lo", "up")
-        yield topo, ns
+@pytest.fixture
+def crowded(topology: Topology) -> tuple[Topology, Netns]:
+    ns = topology.add_netns("crowd")
+    topology.run(ns, "ip", "link", "set", "lo", "up")
+    return topology, ns
 
 
 STREAMING = [("--jsonl",), ("--csv",), ("--no-align",), ("--json",)]
@@ -96,10 +106,7 @@ def test_streaming_formats_do_not_grow_with_the_socket_count(
     small = {fmt: peak_kib(ns, "ls", "-t", *fmt) for fmt in [*STREAMING, ()]}
     big_load = [hold(topo, ns, 4750) for _ in range(4)]  # 38,000 more
     big = {fmt: peak_kib(ns, "ls", "-t", *fmt) for fmt in [*STREAMING, ()]}
-    for proc in (small_load, *big_load):
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=60)
+    release(small_load, *big_load)
     added = 38_000
     report = {" ".join(fmt) or "table": (small[fmt], big[fmt]) for fmt in small}
     for fmt in STREAMING:
@@ -181,9 +188,7 @@ def test_repeated_calls_leak_neither_descriptors_nor_memory(crowded: tuple[Topol
         done = subprocess.run([sys.executable, "-c", REPEATED, ns.name, "1000"],
                               capture_output=True, text=True, timeout=600)
     finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=60)
+        release(holder)
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout)
     (fds_before, rss_before), (fds_after, rss_after) = got["before"], got["after"]
