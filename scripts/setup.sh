@@ -30,6 +30,8 @@ if [ "$want_test" = 1 ]; then
     # iperf3: the traffic generator `top`'s accuracy tests compare with; tmux: they read
     # the live view off a real terminal (capture-pane).
     apt_pkgs+=(iperf3 tmux)
+    # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
+    apt_pkgs+=(traceroute nmap iputils-ping)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
