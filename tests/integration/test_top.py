@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from privileges import run_as_nobody
+from sockscope.platform import linux
 from sockscope.traffic import Sampler, TrafficSample
 from topology import Netns, Topology
 
@@ -230,6 +231,23 @@ def test_a_process_that_exits_keeps_its_last_bytes(topology: Topology, net: Netn
     assert _within(sent, 20_000_000)
 
 
+def test_pid_narrows_the_namespaces_read_and_a_named_one_deleted_ends_it(
+        topology: Topology, net: Netns) -> None:
+    sink = topology.spawn(net, sys.executable, PEERS, "sink", CONTAINER_ADDR, "5304")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    with Sampler(pid=sink.pid) as sampler:
+        assert sampler.namespaces == [net.name]  # not every namespace on the host
+    doomed = topology.add_netns("doomed")
+    sampler = Sampler(doomed.name)
+    try:
+        subprocess.run(["ip", "netns", "delete", doomed.name], check=True)
+        assert f"network namespace {doomed.name} has gone" in sampler.collect().notes
+        with pytest.raises(linux.NetnsGone, match=f"{doomed.name} has gone"):
+            sampler.collect()
+    finally:
+        sampler.close()
+
+
 def _top(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sockscope", "top", *args], capture_output=True,
                           text=True, timeout=60, **kwargs)  # type: ignore[call-overload]
@@ -270,6 +288,22 @@ def test_errors_are_one_line() -> None:
     assert piped.returncode == 2 and "--jsonl" in piped.stderr and piped.stderr.count("\n") == 1
     status, err = run_as_nobody(["top", "--once"], preload=["sockscope.traffic"])
     assert status == 1 and err.count("\n") == 1 and "needs root" in err, err
+
+
+def test_capabilities_not_uid_decide() -> None:
+    """A service holding the capabilities, not root, may account (the exporter's
+    systemd unit); root without one of them is told which."""
+    caps = "+sys_admin,+sys_ptrace,+dac_read_search"  # dac_read_search: the venv under /root
+    as_service = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", f"--inh-caps={caps}",
+         f"--ambient-caps={caps}", sys.executable, "-m", "sockscope", "top", "--once", "-d", "0.2"],
+        capture_output=True, text=True, timeout=60)
+    assert as_service.returncode == 0 and as_service.stdout.startswith("  PID"), as_service.stderr
+    no_ptrace = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_ptrace", sys.executable, "-m", "sockscope", "top", "--once"],
+        capture_output=True, text=True, timeout=60)
+    err = no_ptrace.stderr
+    assert no_ptrace.returncode == 1 and err.count("\n") == 1 and "CAP_SYS_PTRACE" in err, err
 
 
 def _tmux(*args: str) -> str:

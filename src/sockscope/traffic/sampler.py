@@ -22,6 +22,7 @@ How bytes are attributed (the counters source):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import threading
 import time
@@ -31,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from sockscope.errors import PermissionNeeded
 from sockscope.inventory.model import InetAddress, Owner, Socket
-from sockscope.inventory.owners import ProcessPredicate, scan_owners
-from sockscope.inventory.query import _namespaces, _process_filter, filter_arg
+from sockscope.inventory.owners import all_pids, scan_into, scan_owners
+from sockscope.inventory.query import ProcessFilter, filter_arg, namespace_refs, process_filter
 from sockscope.platform import linux
 
 from . import cgroups
@@ -111,12 +112,18 @@ class Sampler:
                  command: str | None = None, per_pid: bool = False,
                  forget_after: float = 600.0) -> None:
         self._filter: SocketFilter | None = filter_arg(filter)
-        if os.geteuid() != 0:
+        missing = _missing_capabilities()
+        if missing:
             raise PermissionNeeded("traffic accounting needs root (to enter every network namespace "
-                                   "and to see which process holds each socket)")
-        self._netns_specs = netns
-        # --pid/--user/--command: the owner scan reads only those processes' fds.
-        self._scan_filter = _process_filter(pid, user, command)
+                                   "and to see which process holds each socket: "
+                                   f"{' and '.join(missing)})")
+        # Named namespaces are resolved once: a name deleted later is a namespace gone
+        # (not a usage error), and one added again under that name is another one.
+        self._named = None if netns is None else namespace_refs(netns, False, [])
+        self._gone: list[str] = []
+        # --pid/--user/--command: only those processes' namespaces are read (when no
+        # netns is named), and the owner scan reads only their fds.
+        self._scan_filter = process_filter(pid, user, command)
         self._keep = _process_predicate(self._scan_filter)
         self._per_pid = per_pid
         self._forget_after = forget_after
@@ -158,6 +165,12 @@ class Sampler:
         with self._lock:
             return [dataclasses.replace(t) for t in self._totals.values()]
 
+    @property
+    def namespaces(self) -> list[str]:
+        """The names of the namespaces being sampled now."""
+        with self._lock:
+            return [ns.ref.name for ns in self._namespaces.values()]
+
     def set_filter(self, filter: str | Sequence[str] | None) -> None:
         """Count only sockets matching this ss filter expression from the next
         sample on (None or blank: every socket); a UsageError leaves the old one."""
@@ -182,8 +195,13 @@ class Sampler:
     # --- namespaces -------------------------------------------------------------
 
     def _wanted_refs(self) -> list[linux.NetnsRef]:
-        """Every namespace on the host now, or the ones named (as the inventory reads them)."""
-        return _namespaces(self._netns_specs, self._netns_specs is None, [])
+        """The namespaces named; else, with --pid/--user/--command, the namespaces
+        those processes are in now; else every namespace on the host."""
+        if self._named is not None:
+            return [ref for ref in self._named if _still_there(ref)]
+        if self._scan_filter is not None:
+            return linux.processes_netns(_matching_pids(self._scan_filter))
+        return namespace_refs(None, True, [])
 
     def _refresh_namespaces(self, baseline: bool = False) -> list[_Namespace]:
         """The namespaces to sample: sources opened for those that appeared, and
@@ -191,11 +209,17 @@ class Sampler:
 
         With ``baseline`` (when the sampler starts) each namespace's sockets now
         are the baseline; a namespace that appears later is new, and everything
-        its sockets moved is counted.
+        its sockets moved is counted -- unless it was chosen by --pid/--user/
+        --command: then it may be old (a process selected moved into it, or one
+        started in it), and it too counts from now.
         """
+        baseline = baseline or (self._named is None and self._scan_filter is not None)
         refs = self._wanted_refs()
         wanted = {ref.inode for ref in refs}
         out = [self._namespaces.pop(i) for i in [i for i in self._namespaces if i not in wanted]]
+        if self._named is not None:
+            self._gone += [ns.ref.name for ns in out]
+        fresh: list[_Namespace] = []
         for ref in refs:
             ns = self._namespaces.get(ref.inode)
             if ns is None:
@@ -204,26 +228,31 @@ class Sampler:
                 except (OSError, linux.NetnsGone):
                     continue  # the namespace went away while we looked
                 ns = self._namespaces[ref.inode] = _Namespace(ref, tcp)
-                if baseline:
-                    self._baseline(ns)
+                fresh.append(ns)
             out.append(ns)
+        if baseline and fresh:
+            self._baseline(fresh)
         return out
 
-    def _baseline(self, ns: _Namespace) -> None:
+    def _baseline(self, fresh: list[_Namespace]) -> None:
         """Remember every socket's counters now: only what moves later is counted."""
-        readings = ns.tcp.dump()
-        ns.tcp.closed()  # closes before this dump concern bytes from before it
-        holders = self._holders(r.inode for r in readings)
-        for r in readings:
-            if r.state != "LISTEN":
-                self._tracked[r.cookie] = _Tracked(ns.ref.inode, r.tx, r.rx, r.retrans,
-                                                   holders.get(r.inode))
+        readings: list[tuple[_Namespace, TcpReading]] = []
+        for ns in fresh:
+            readings += [(ns, r) for r in ns.tcp.dump() if r.state != "LISTEN"]
+            ns.tcp.closed()  # closes before this dump concern bytes from before it
+        holders = self._holders((r.inode for _, r in readings), fresh)
+        for ns, r in readings:
+            self._tracked[r.cookie] = _Tracked(ns.ref.inode, r.tx, r.rx, r.retrans,
+                                               holders.get(r.inode))
 
     # --- one collection ---------------------------------------------------------------
 
     def _collect(self) -> TrafficSample:
         if self._closed:
             raise ValueError("sampler is closed")
+        if self._named is not None and not self._namespaces:
+            gone = ", ".join(self._gone or [ref.name for ref in self._named])
+            raise linux.NetnsGone(f"network namespace {gone} has gone")
         now = time.monotonic()
         interval = max(now - self._last_time, 1e-9)
         self._last_time = now
@@ -241,6 +270,8 @@ class Sampler:
                              "bytes of connections that closed may be missing")
             if ns.ref.inode not in self._namespaces:
                 ns.tcp.close()
+                if self._named is not None:
+                    notes.append(f"network namespace {ns.ref.name} has gone")
             for r in closed:
                 deltas.append(self._closed_delta(ns.ref, r))
             for r in readings:
@@ -249,14 +280,16 @@ class Sampler:
                 else:
                     live.append((ns.ref, r))
                     present.add(r.cookie)
-        holders = self._holders(r.inode for _, r in live)
-        # Connections that closed unseen: credited to their listener's holder.
-        listener_holders = self._holders(r.inode for group in listeners.values() for r in group)
+        # One owner scan for the connections and the listeners (connections that
+        # closed unseen are credited to their listener's holder).
+        holders = self._holders(itertools.chain((r.inode for _, r in live),
+                                                (r.inode for g in listeners.values() for r in g)),
+                                list(self._namespaces.values()))
         for delta in deltas:
             if delta.holder is None:
                 group = listeners.get((delta.netns.inode, delta.reading.local_port))
                 if group:
-                    delta.holder = listener_holders.get(group[0].inode)
+                    delta.holder = holders.get(group[0].inode)
         for ref, r in live:
             deltas.append(self._live_delta(ref, r, holders.get(r.inode)))
         self._forget_missing(present)
@@ -296,11 +329,24 @@ class Sampler:
             if tracked.missing > _MISSING_ROUNDS or tracked.netns not in self._namespaces:
                 del self._tracked[cookie]
 
-    def _holders(self, inodes: Iterable[int]) -> dict[int, _Holder]:
+    def _holders(self, inodes: Iterable[int], namespaces: list[_Namespace]) -> dict[int, _Holder]:
+        """Who holds each of these sockets (of ``namespaces``)."""
         wanted = {i for i in inodes if i}
         if not wanted:
             return {}
-        omap = scan_owners(wanted, self._scan_filter)
+        keep = self._scan_filter
+        if keep is not None and keep.pids is not None:
+            omap = scan_owners(wanted, keep, keep.pids)
+        elif self._named is not None:
+            # -N: a socket is nearly always held by a process in its own namespace;
+            # those processes are read first, the others only for sockets not found.
+            inside, outside = _split_by_netns(all_pids(), {ns.ref.inode for ns in namespaces})
+            omap = scan_owners(wanted, keep, inside)
+            missing = {i for i in wanted if i not in omap}
+            if missing:
+                scan_into(omap, outside, keep, missing)
+        else:
+            omap = scan_owners(wanted, keep)
         out: dict[int, _Holder] = {}
         for inode, owners in omap.by_inode.items():
             if len(owners) == 1:
@@ -453,7 +499,69 @@ def _running(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def _process_predicate(keep: ProcessPredicate | None) -> Callable[[Owner], bool] | None:
+def _matching_pids(keep: ProcessFilter) -> list[int]:
+    """The processes --pid/--user/--command select now."""
+    if keep.pids is not None and keep.uid is None and keep.command is None:
+        return sorted(keep.pids)
+    found = []
+    for pid in sorted(keep.pids) if keep.pids is not None else all_pids():
+        try:
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        if keep(pid, _comm(pid) if keep.command is not None else "", uid):
+            found.append(pid)
+    return found
+
+
+def _split_by_netns(pids: list[int], inodes: set[int]) -> tuple[list[int], list[int]]:
+    """``pids`` in two: those in one of these namespaces, and the others."""
+    inside: list[int] = []
+    outside: list[int] = []
+    for pid in pids:
+        try:
+            ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except PermissionError:
+            ino = 0  # not ours to look at: left to the scan, which counts it as denied
+        except OSError:
+            continue  # exited
+        (inside if ino in inodes else outside).append(pid)
+    return inside, outside
+
+
+# What the sampler does that root may and others may not: enter namespaces (setns)
+# and read other processes' /proc/PID/fd links (a ptrace "read" access check).
+_CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_SYS_PTRACE": 19}
+
+
+def _missing_capabilities() -> list[str]:
+    """The capabilities accounting needs that this process lacks in its effective
+    set (a service may hold them without being root)."""
+    try:
+        with open("/proc/self/status") as f:
+            effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return [] if os.geteuid() == 0 else list(_CAPABILITIES)
+    return [name for name, bit in _CAPABILITIES.items() if not effective >> bit & 1]
+
+
+def _still_there(ref: linux.NetnsRef) -> bool:
+    """Whether the path a namespace was named by still leads to it."""
+    try:
+        return os.stat(ref.path).st_ino == ref.inode
+    except OSError:
+        return False
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().rstrip(b"\n").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _process_predicate(keep: ProcessFilter | None) -> Callable[[Owner], bool] | None:
     """The inventory's --pid/--user/--command test, over an Owner."""
     if keep is None:
         return None
