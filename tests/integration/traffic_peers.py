@@ -10,6 +10,10 @@
                                          (MODE fdpass: to a child over SCM_RIGHTS, the
                                          sender's copy closed; MODE fork: to a forked
                                          child, both keeping it); prints the pid that sent
+    udp-send HOST PORT RATE SECONDS SIZE RATE datagrams/s of SIZE bytes for SECONDS;
+                                         prints the bytes sent
+    udp-sink HOST PORT                   receive until 1.5 s of silence; prints "ready",
+                                         then the bytes received
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 
 
 def sink(host: str, port: int) -> None:
@@ -78,6 +83,42 @@ def steps(host: str, port: int, mode: str, size: int) -> None:
         os.waitpid(child_pid, 0)
 
 
+def udp_send(host: str, port: int, rate: int, seconds: float, size: int) -> None:
+    """``rate`` datagrams a second of ``size`` bytes for ``seconds``, paced in steps of
+    10 ms; prints the bytes the send calls accepted (the generator's own count)."""
+    payload = b"u" * size
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        start = time.monotonic()
+        due = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            target = int(elapsed * rate)
+            while due < target:
+                sent += s.send(payload)
+                due += 1
+            time.sleep(0.01)
+    print(sent, flush=True)
+
+
+def udp_sink(host: str, port: int) -> None:
+    """Receive datagrams until 1.5 s pass without one (after the first); prints
+    "ready" once bound, then the bytes received."""
+    received = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        s.bind((host, port))
+        print("ready", flush=True)
+        received += len(s.recv(1 << 16))
+        s.settimeout(1.5)
+        try:
+            while True:
+                received += len(s.recv(1 << 16))
+        except TimeoutError:
+            pass
+    print(received, flush=True)
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "sink":
@@ -86,3 +127,7 @@ if __name__ == "__main__":
         burst(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     elif what == "steps":
         steps(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+    elif what == "udp-send":
+        udp_send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))
+    elif what == "udp-sink":
+        udp_sink(sys.argv[2], int(sys.argv[3]))

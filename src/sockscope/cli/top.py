@@ -24,7 +24,7 @@ from .argtypes import positive_float, positive_int
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.usage = ("sockscope top [-d SECONDS] [-N NETNS] [--pid PID] [--user USER] [--command NAME] "
-               "[--jsonl [--count N] | --once] [FILTER ...]")
+               "[--source SOURCE] [--jsonl [--count N] | --once] [FILTER ...]")
     p.description = ("Traffic per process, per connection and per remote host, in every network "
                      "namespace (containers included), live. FILTER is an ss filter expression "
                      "over the sockets counted, e.g. 'dport = :443'.")
@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pid", type=int, action="append", metavar="PID", help="only this process")
     p.add_argument("--user", metavar="USER", help="only processes of this user")
     p.add_argument("--command", metavar="NAME", help="only processes with this command name")
+    p.add_argument("--source", choices=("auto", "bpf", "counters"), default="auto",
+                   help="where bytes come from: bpf (TCP counters and eBPF for UDP, ICMP, raw), "
+                        "counters (TCP only), auto (bpf where it may run; the default)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per interval, no screen")
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
     p.add_argument("--once", action="store_true",
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     traffic: Traffic | None = None
     try:
         sampler = Sampler(args.netns, filter=args.filter or None, pid=args.pid, user=args.user,
-                          command=args.command)
+                          command=args.command, source=args.source)
         traffic = Traffic(sampler, args.interval, count)
         if live:
             from .top_screen import run_screen

@@ -83,16 +83,18 @@ def traffic(
     pid: int | Iterable[int] | None = None,
     user: str | int | None = None,
     command: str | None = None,
+    source: str = "auto",
 ) -> Traffic:
     """Traffic samples of every network namespace (``netns`` narrows), one per
     ``interval`` seconds; ``count`` of them, or until closed.
 
     ``filter``: an ss filter expression over the sockets counted;
-    ``pid``/``user``/``command``: only those processes' rows.
+    ``pid``/``user``/``command``: only those processes' rows; ``source``: as
+    ``Sampler``'s ("auto", "bpf", "counters").
     """
     if not interval > 0:
         raise UsageError("the interval must be positive")
     if count is not None and count < 1:
         raise UsageError("count must be at least 1")
-    sampler = Sampler(netns, filter=filter, pid=pid, user=user, command=command)
+    sampler = Sampler(netns, filter=filter, pid=pid, user=user, command=command, source=source)
     return Traffic(sampler, interval, count)

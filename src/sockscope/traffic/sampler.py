@@ -6,7 +6,14 @@ One ``Sampler`` serves any number of consumers: ``collect()`` takes one sample
 sample while it is young enough (concurrent callers share one collection), and
 ``totals()`` gives monotonic per-process totals for a long-running exporter.
 
-How bytes are attributed (the counters source):
+Sources (``source``; ``sample.source`` says which ran): TCP always from the
+kernel's per-socket counters (tcp_info, ``tcp.py``); UDP, ICMP and raw traffic,
+with ``bpf`` (the default where eBPF may run), from the kernel's send and receive
+tracepoints (``datagrams.py``), credited to the process that made each call. With
+``counters`` (asked for, or eBPF not allowed here) only TCP is counted, and each
+sample's notes say so.
+
+How TCP bytes are attributed:
 
 - A socket seen by a dump belongs to the processes holding it then (the
   inventory's /proc fd scan); one closed since keeps the holder it was last seen
@@ -23,35 +30,32 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sockscope.errors import PermissionNeeded
+from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
 from sockscope.inventory.model import InetAddress, Owner, Socket
 from sockscope.inventory.owners import all_pids, scan_into, scan_owners
-from sockscope.inventory.query import ProcessFilter, filter_arg, namespace_refs, process_filter
+from sockscope.inventory.query import filter_arg, namespace_refs, process_filter
 from sockscope.platform import linux
 
-from . import cgroups
-from .model import (
-    CLOSED,
-    ConnectionTraffic,
-    ProcessTraffic,
-    ProtoBytes,
-    RemoteTraffic,
-    TrafficSample,
-    TrafficTotals,
-)
+from . import cgroups, processes
+from .datagrams import add_rows
+from .model import ConnectionTraffic, TrafficSample, TrafficTotals
+from .rows import Rows, TotalsKey, update_totals
 from .tcp import NamespaceTcp, TcpReading
 
 if TYPE_CHECKING:
     from sockscope.inventory.filter import SocketFilter
 
-SOURCE_COUNTERS = "counters"
+    from .datagrams import DatagramCounters
+
+SOURCE_COUNTERS = "counters"  # TCP from tcp_info only
+SOURCE_BPF = "bpf"  # TCP from tcp_info; UDP, ICMP and raw from the eBPF send/receive counters
+SOURCES = ("auto", SOURCE_BPF, SOURCE_COUNTERS)
 _MISSING_ROUNDS = 600
 
 
@@ -90,8 +94,6 @@ class _Delta:
     closed: bool
 
 
-ProcessKey = tuple[int | None, str, str]  # pid (None: a "closed" row), command, netns name
-TotalsKey = tuple[str, str | None, str, str | None, int | None]  # command user netns container pid
 
 
 class Sampler:
@@ -101,18 +103,20 @@ class Sampler:
     ``pid``/``user``/``command``: keep only those processes' rows.
     ``per_pid``: ``totals()`` keeps pids apart (else one entry per command, user,
     namespace and container). ``forget_after``: seconds a totals entry whose
-    processes have all gone is kept after its last change.
+    processes have all gone is kept after its last change. ``source``: "auto"
+    (``bpf`` where eBPF may run, else ``counters``), "bpf" (an error where it may
+    not) or "counters" (TCP only).
     """
-
-    source = SOURCE_COUNTERS
 
     def __init__(self, netns: str | Sequence[str] | None = None, *,
                  filter: str | Sequence[str] | None = None,
                  pid: int | Iterable[int] | None = None, user: str | int | None = None,
                  command: str | None = None, per_pid: bool = False,
-                 forget_after: float = 600.0) -> None:
+                 forget_after: float = 600.0, source: str = "auto") -> None:
+        if source not in SOURCES:
+            raise UsageError(f"unknown traffic source {source!r} (expected one of: {', '.join(SOURCES)})")
         self._filter: SocketFilter | None = filter_arg(filter)
-        missing = _missing_capabilities()
+        missing = processes.missing_capabilities()
         if missing:
             raise PermissionNeeded("traffic accounting needs root (to enter every network namespace "
                                    "and to see which process holds each socket: "
@@ -124,7 +128,7 @@ class Sampler:
         # --pid/--user/--command: only those processes' namespaces are read (when no
         # netns is named), and the owner scan reads only their fds.
         self._scan_filter = process_filter(pid, user, command)
-        self._keep = _process_predicate(self._scan_filter)
+        self._keep = processes.owner_predicate(self._scan_filter)
         self._per_pid = per_pid
         self._forget_after = forget_after
         self._lock = threading.Lock()
@@ -135,12 +139,32 @@ class Sampler:
         self._latest: TrafficSample | None = None
         self._closed = False
         self._last_time = time.monotonic()
+        self._datagrams: DatagramCounters | None = None
+        self.source = SOURCE_COUNTERS
+        self._source_note: str | None = None
         try:
             self._refresh_namespaces(baseline=True)
+            if source != SOURCE_COUNTERS:
+                self._start_datagrams(required=source == SOURCE_BPF)
+            else:
+                self._source_note = "UDP, ICMP and raw traffic are not counted (source: counters)"
         except BaseException:
             self.close()
             raise
         self._last_time = time.monotonic()  # the first sample counts from the baseline
+
+    def _start_datagrams(self, required: bool) -> None:
+        from .datagrams import DatagramCounters
+
+        try:
+            self._datagrams = DatagramCounters()
+        except (OSError, SockscopeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if required:
+                raise SockscopeError(f"the bpf traffic source cannot run here: {why}") from None
+            self._source_note = f"UDP, ICMP and raw traffic are not counted: eBPF cannot run here ({why})"
+        else:
+            self.source = SOURCE_BPF
 
     # --- the consumers' side --------------------------------------------------
 
@@ -184,6 +208,9 @@ class Sampler:
             for ns in self._namespaces.values():
                 ns.tcp.close()
             self._namespaces.clear()
+            if self._datagrams is not None:
+                self._datagrams.close()
+                self._datagrams = None
             self._tracked.clear()
 
     def __enter__(self) -> Sampler:
@@ -198,9 +225,9 @@ class Sampler:
         """The namespaces named; else, with --pid/--user/--command, the namespaces
         those processes are in now; else every namespace on the host."""
         if self._named is not None:
-            return [ref for ref in self._named if _still_there(ref)]
+            return [ref for ref in self._named if processes.still_there(ref)]
         if self._scan_filter is not None:
-            return linux.processes_netns(_matching_pids(self._scan_filter))
+            return linux.processes_netns(processes.matching_pids(self._scan_filter))
         return namespace_refs(None, True, [])
 
     def _refresh_namespaces(self, baseline: bool = False) -> list[_Namespace]:
@@ -294,7 +321,7 @@ class Sampler:
             deltas.append(self._live_delta(ref, r, holders.get(r.inode)))
         self._forget_missing(present)
         sample = self._rows(deltas, live, holders, interval, notes)
-        self._update_totals(sample, now)
+        update_totals(self._totals, sample, now, self._per_pid, self._forget_after)
         self._cgroups = {pid: v for pid, v in self._cgroups.items()
                          if any(h.owner.pid == pid for h in holders.values())}
         return sample
@@ -340,7 +367,7 @@ class Sampler:
         elif self._named is not None:
             # -N: a socket is nearly always held by a process in its own namespace;
             # those processes are read first, the others only for sockets not found.
-            inside, outside = _split_by_netns(all_pids(), {ns.ref.inode for ns in namespaces})
+            inside, outside = processes.split_by_netns(all_pids(), {ns.ref.inode for ns in namespaces})
             omap = scan_owners(wanted, keep, inside)
             missing = {i for i in wanted if i not in omap}
             if missing:
@@ -353,7 +380,7 @@ class Sampler:
                 out[inode] = _Holder(owners[0], 1)
                 continue
             pids = {o.pid for o in owners}  # one process may hold it through several fds
-            out[inode] = _Holder(max(owners, key=_start_time) if len(pids) > 1 else owners[0],
+            out[inode] = _Holder(max(owners, key=processes.start_time) if len(pids) > 1 else owners[0],
                                  len(pids))
         return out
 
@@ -362,86 +389,44 @@ class Sampler:
     def _rows(self, deltas: list[_Delta], live: list[tuple[linux.NetnsRef, TcpReading]],
               holders: dict[int, _Holder], interval: float, notes: list[str]) -> TrafficSample:
         flt = self._filter
-        keep = self._keep
-        processes: dict[ProcessKey, ProcessTraffic] = {}
-        remotes: dict[tuple[str, str], RemoteTraffic] = {}
-        connections: list[ConnectionTraffic] = []
-
-        def process_row(holder: _Holder | None, ref: linux.NetnsRef) -> ProcessTraffic | None:
-            owner = holder.owner if holder is not None else None
-            if owner is not None and keep is not None and not keep(owner):
-                return None
-            if owner is None and keep is not None:
-                return None
-            key: ProcessKey = ((owner.pid, owner.command, ref.name) if owner is not None
-                               else (None, "(closed before sampled)", ref.name))
-            row = processes.get(key)
-            if row is None:
-                if owner is None:
-                    row = ProcessTraffic(None, key[1], None, None, ref.name, None, None, kind=CLOSED)
-                else:
-                    cgroup, container = self._cgroup(owner.pid)
-                    row = ProcessTraffic(owner.pid, owner.command, owner.user, owner.uid, ref.name,
-                                         container, cgroup)
-                processes[key] = row
-            return row
-
+        rows = Rows(self._keep, self._cgroup)
         for ref, r in live:
             if flt is not None and not flt.match(_as_socket(ref, r)):
                 continue
             holder = holders.get(r.inode) or _tracked_holder(self._tracked.get(r.cookie))
-            row = process_row(holder, ref)
+            row = rows.process(holder.owner if holder is not None else None, ref.name)
             if row is not None:
                 row.connections += 1
             if r.remote_port:
-                remote = remotes.get((ref.name, r.remote))
-                if remote is None:
-                    remote = remotes[(ref.name, r.remote)] = RemoteTraffic(ref.name, r.remote)
-                remote.connections += 1
+                rows.remote(ref.name, r.remote).connections += 1
         for d in deltas:
             if not (d.tx or d.rx or d.retrans):
                 continue
             r = d.reading
             if flt is not None and not flt.match(_as_socket(d.netns, r)):
                 continue
-            row = process_row(d.holder, d.netns)
+            owner = d.holder.owner if d.holder is not None else None
+            row = rows.process(owner, d.netns.name)
             if row is None:
                 continue
-            row.tx_bytes += d.tx
-            row.rx_bytes += d.rx
+            rows.add_bytes(row, "tcp", d.tx, d.rx)
             row.tcp_retransmitted_segments += d.retrans
-            tcp = row.by_proto.get("tcp")
-            if tcp is None:
-                tcp = row.by_proto["tcp"] = ProtoBytes()
-            tcp.tx_bytes += d.tx
-            tcp.rx_bytes += d.rx
-            owner = d.holder.owner if d.holder is not None else None
-            connections.append(ConnectionTraffic(
+            rows.connections.append(ConnectionTraffic(
                 d.netns.name, "tcp", r.family, r.local, r.local_port, r.remote, r.remote_port,
                 "CLOSED" if d.closed else r.state, r.cookie,
                 owner.pid if owner is not None else None, owner.command if owner is not None else None,
                 d.holder.holders if d.holder is not None else 0,
                 d.tx, d.rx, d.tx / interval, d.rx / interval, d.closed))
-            remote = remotes.get((d.netns.name, r.remote))
-            if remote is None:
-                remote = remotes[(d.netns.name, r.remote)] = RemoteTraffic(d.netns.name, r.remote)
+            remote = rows.remote(d.netns.name, r.remote)
             remote.tx_bytes += d.tx
             remote.rx_bytes += d.rx
         alive = {h.owner.pid for h in holders.values()}
-        for row in processes.values():
-            row.tx_rate = row.tx_bytes / interval
-            row.rx_rate = row.rx_bytes / interval
-            row.exited = row.pid is not None and row.pid not in alive and not _running(row.pid)
-        for remote in remotes.values():
-            remote.tx_rate = remote.tx_bytes / interval
-            remote.rx_rate = remote.rx_bytes / interval
-        return TrafficSample(
-            time.time(), interval, self.source,
-            sorted(processes.values(), key=lambda p: -(p.tx_bytes + p.rx_bytes)),
-            sorted(connections, key=lambda c: -(c.tx_bytes + c.rx_bytes)),
-            sorted((r for r in remotes.values() if r.tx_bytes or r.rx_bytes or r.connections),
-                   key=lambda r: -(r.tx_bytes + r.rx_bytes)),
-            notes)
+        if self._datagrams is not None:
+            names = {inode: ns.ref.name for inode, ns in self._namespaces.items()}
+            alive |= add_rows(rows, self._datagrams.deltas(), names, self._filter, interval)
+        if self._source_note:
+            notes.append(self._source_note)
+        return rows.finish(interval, alive, self.source, notes)
 
     def _cgroup(self, pid: int) -> tuple[str | None, str | None]:
         found = self._cgroups.get(pid)
@@ -449,29 +434,6 @@ class Sampler:
             found = self._cgroups[pid] = cgroups.process_cgroup(pid)
         return found
 
-    def _update_totals(self, sample: TrafficSample, now: float) -> None:
-        for entry in self._totals.values():
-            entry.connections = 0
-        for row in sample.processes:
-            key: TotalsKey = (row.command, row.user, row.netns, row.container,
-                              row.pid if self._per_pid else None)
-            t = self._totals.get(key)
-            if t is None:
-                t = self._totals[key] = TrafficTotals(*key)
-            t.connections += row.connections
-            tcp = row.by_proto.get("tcp")
-            if tcp is not None and (tcp.tx_bytes or tcp.rx_bytes):
-                t.tcp_sent_bytes += tcp.tx_bytes
-                t.tcp_received_bytes += tcp.rx_bytes
-                t.last_change = now
-            if row.tcp_retransmitted_segments:
-                t.tcp_retransmitted_segments += row.tcp_retransmitted_segments
-                t.last_change = now
-            if row.connections:
-                t.last_change = now
-        for key in [k for k, t in self._totals.items()
-                    if not t.connections and now - t.last_change > self._forget_after]:
-            del self._totals[key]
 
 
 def _tracked_holder(tracked: _Tracked | None) -> _Holder | None:
@@ -483,86 +445,3 @@ def _as_socket(ref: linux.NetnsRef, r: TcpReading) -> Socket:
     remote = InetAddress(r.remote, r.remote_port) if r.remote_port else None
     return Socket(ref.name, r.family, "tcp", "stream", r.state, InetAddress(r.local, r.local_port),
                   remote, 0, 0, r.inode, r.uid, r.cookie)
-
-
-def _start_time(owner: Owner) -> int:
-    """A process's start time in clock ticks (0 when it has gone)."""
-    try:
-        with open(f"/proc/{owner.pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return 0
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
-
-
-def _running(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
-
-
-def _matching_pids(keep: ProcessFilter) -> list[int]:
-    """The processes --pid/--user/--command select now."""
-    if keep.pids is not None and keep.uid is None and keep.command is None:
-        return sorted(keep.pids)
-    found = []
-    for pid in sorted(keep.pids) if keep.pids is not None else all_pids():
-        try:
-            uid = os.stat(f"/proc/{pid}").st_uid
-        except OSError:
-            continue
-        if keep(pid, _comm(pid) if keep.command is not None else "", uid):
-            found.append(pid)
-    return found
-
-
-def _split_by_netns(pids: list[int], inodes: set[int]) -> tuple[list[int], list[int]]:
-    """``pids`` in two: those in one of these namespaces, and the others."""
-    inside: list[int] = []
-    outside: list[int] = []
-    for pid in pids:
-        try:
-            ino = os.stat(f"/proc/{pid}/ns/net").st_ino
-        except PermissionError:
-            ino = 0  # not ours to look at: left to the scan, which counts it as denied
-        except OSError:
-            continue  # exited
-        (inside if ino in inodes else outside).append(pid)
-    return inside, outside
-
-
-# What the sampler does that root may and others may not: enter namespaces (setns)
-# and read other processes' /proc/PID/fd links (a ptrace "read" access check).
-_CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_SYS_PTRACE": 19}
-
-
-def _missing_capabilities() -> list[str]:
-    """The capabilities accounting needs that this process lacks in its effective
-    set (a service may hold them without being root)."""
-    try:
-        with open("/proc/self/status") as f:
-            effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, StopIteration, ValueError):
-        return [] if os.geteuid() == 0 else list(_CAPABILITIES)
-    return [name for name, bit in _CAPABILITIES.items() if not effective >> bit & 1]
-
-
-def _still_there(ref: linux.NetnsRef) -> bool:
-    """Whether the path a namespace was named by still leads to it."""
-    try:
-        return os.stat(ref.path).st_ino == ref.inode
-    except OSError:
-        return False
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _process_predicate(keep: ProcessFilter | None) -> Callable[[Owner], bool] | None:
-    """The inventory's --pid/--user/--command test, over an Owner."""
-    if keep is None:
-        return None
-    return lambda owner: keep(owner.pid, owner.command, -1 if owner.uid is None else owner.uid)
