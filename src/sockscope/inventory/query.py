@@ -17,8 +17,10 @@ owners to the finished list: the list is held anyway, and the overlap is faster.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import socket
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -48,6 +50,10 @@ FAMILIES = ("inet", "inet6", "unix", "packet", "netlink")
 # ss's -l: "listening" is every socket not connected, LISTEN and UNCONN (CLOSE),
 # so that bound UDP, raw, packet and unix datagram sockets are listed too.
 NOT_CONNECTED = (1 << STATE_NUMBERS["LISTEN"]) | (1 << STATE_NUMBERS["UNCONN"])
+
+# Sockets parsed ahead, beside the owner scan, before a stream joins the scan: a
+# bound on what a stream holds (~1.5 MiB), enough to cover a small listing.
+READ_AHEAD = 2048
 
 # Diag errors meaning "this kernel cannot dump that kind": fall back to /proc/net.
 _MISSING = {errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EINVAL}
@@ -195,18 +201,35 @@ class Listing(Iterator[Socket]):
         self._warn = warn
         self._omap: owners_mod.OwnerMap | None = None
         self._scan: owners_mod.BackgroundScan | None = None
-        if query.owners and query.process_filter is not None:
-            # Which sockets to keep depends on the owners: the (cheaper) filtered scan first.
-            self._set_map(owners_mod.scan_owners(process_filter=query.process_filter))
-        elif query.owners:
-            self._scan = owners_mod.BackgroundScan()
-            if owners_first:
-                self.owner_map()
-        self._attach = self._omap is not None
+        self._keep_owned = query.process_filter is not None
+        self._ahead: deque[Socket] = deque()
         self._sockets = self._generate()
+        try:
+            if query.owners and query.process_filter is not None:
+                # Which sockets to keep depends on the owners: the (cheaper) filtered scan first.
+                self._set_map(owners_mod.scan_owners(process_filter=query.process_filter))
+            elif query.owners:
+                self._scan = owners_mod.BackgroundScan()
+                if owners_first:
+                    if len(query.refs) == 1:  # (unix_names belong to the namespace at hand)
+                        # Parse the first sockets while the child scans, then join the scan:
+                        # a small listing overlaps as sockets() does, a big one holds no more.
+                        self._ahead.extend(itertools.islice(self._sockets, READ_AHEAD))
+                    self.owner_map()
+        except BaseException:
+            self.close()
+            raise
+        self._attach = self._omap is not None
 
     def __next__(self) -> Socket:
-        return next(self._sockets)
+        omap = self._omap if self._attach else None
+        while True:
+            s = self._ahead.popleft() if self._ahead else next(self._sockets)
+            if omap is not None:
+                attach_owners(s, omap)
+                if self._keep_owned and not s.owners:
+                    continue
+            return s
 
     def __enter__(self) -> Listing:
         return self
@@ -270,17 +293,11 @@ class Listing(Iterator[Socket]):
     def _sockets_of(self, ns: _Namespace) -> Iterator[Socket]:
         q = self.query
         match = q.filter.match if q.filter is not None else None
-        omap = self._omap if self._attach else None
-        keep_owned = q.process_filter is not None
         check_paths = q.check_paths
         for kind, fam in _kinds(q.protos, q.families):
             for s in ns.sockets(kind, fam, self.fallbacks):
                 if match is not None and not match(s):
                     continue
-                if omap is not None:
-                    attach_owners(s, omap)
-                    if keep_owned and not s.owners:
-                        continue
                 if check_paths:
                     mark_path(s)
                 yield s
