@@ -8,8 +8,9 @@ side, interleaved, output to /dev/null, wall time and peak RSS (/usr/bin/time):
 
     ss -tanp | sockscope ls -t --jsonl | sockscope ls -t | sockscope ls -t --no-align
 
-plus one call of each API in a fresh interpreter (``sockets()``, a pass over
-``iter_sockets()``, ``psutil.net_connections()``). Peak RSS is also measured
+plus one call of each in a fresh interpreter: the owner scan alone (one
+process), the dump alone (``owners=False``), ``sockets()``, a pass over
+``iter_sockets()``, and ``psutil.net_connections()``. Peak RSS is also measured
 with no load, so the memory each socket adds is stated. ``--no-ss`` leaves ss
 out (at a million sockets its owner lookup takes many minutes).
 
@@ -43,6 +44,12 @@ print(json.dumps({{"seconds": elapsed, "sockets": n,
                   "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}}))
 """
 API_CALLS = {
+    # The two halves alone, to compare with the whole: the owner scan on one core, and
+    # the dump and parse without owners.
+    "owner scan alone (one process)": (
+        "sockscope.inventory.owners as o", "o.scan_owners().descriptors()"),
+    "sockets(proto=\"tcp\", owners=False)": (
+        "sockscope", "len(sockscope.sockets(proto='tcp', owners=False))"),
     "sockscope.sockets(proto=\"tcp\")": ("sockscope", "len(sockscope.sockets(proto='tcp'))"),
     "sockscope.iter_sockets(proto=\"tcp\")": (
         "sockscope", "sum(1 for s in sockscope.iter_sockets(proto='tcp') if s.owners)"),
@@ -166,7 +173,7 @@ def report_scale(n: int, counts: dict[str, int], results: dict[str, list[dict[st
         out.append("\nin process, one call in a fresh interpreter")
         for name, r in api.items():
             out.append(f"  {name:<40} {r['seconds']:7.2f} s  peak RSS {r['maxrss_kib'] / 1024:7.1f} MiB"
-                       f"  ({r['sockets']} sockets)")
+                       f"  ({r['sockets']} found)")
     return "\n".join(out)
 
 
