@@ -206,3 +206,27 @@ def test_repeated_calls_leak_neither_descriptors_nor_memory() -> None:
     # 3,000 calls: one object kept a call would be 3,000 blocks more.
     assert blocks_after - blocks_before < 300, got
     assert rss_after - rss_before < 512, got
+
+
+def test_both_tables_name_a_unix_peer_by_its_path(tmp_path: Any) -> None:
+    path = str(tmp_path / "peer.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+    client = socket.socket(socket.AF_UNIX)
+    client.connect(path)
+    accepted, _ = server.accept()
+    try:
+        me = os.fstat(client.fileno()).st_ino
+        tables = []
+        for extra in ((), ("--no-align",)):
+            done = subprocess.run([sys.executable, "-m", "sockscope", "ls", "-x", "-H", *extra],
+                                  capture_output=True, text=True, timeout=60, check=True)
+            rows = [line.split() for line in done.stdout.splitlines()]
+            # The client is unbound: its peer is the accepted socket, named by the path.
+            tables.append([row[2:8] for row in rows if row[5] == str(me)])
+        assert tables[0] == tables[1] and len(tables[0]) == 1, tables
+        assert tables[0][0][4:6] == [path, str(os.fstat(accepted.fileno()).st_ino)], tables
+    finally:
+        for s in (client, accepted, server):
+            s.close()
