@@ -27,6 +27,8 @@ if [ "$want_test" = 1 ]; then
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
     apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
+    apt_pkgs+=(traceroute nmap iputils-ping)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
