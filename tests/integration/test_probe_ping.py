@@ -197,7 +197,7 @@ def test_foreign_and_malformed_icmp_are_ignored_and_counted(
     try:
         proc = cli(net, "-c", "4", "-i", "0.2", "-v", "--json", net.dest(False))
     finally:
-        injector.wait(timeout=10)
+        injector.communicate(timeout=10)  # reaps it and closes its pipes
     result = json.loads(proc.stdout)
     assert (result["sent"], result["received"]) == (4, 4)
     assert result["ignored"] >= 3 and result["malformed"] >= 6, result

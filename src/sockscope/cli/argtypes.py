@@ -24,3 +24,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
+
+
+# Longest --interval accepted: a day. Beyond it (inf, 1e308) no timer can wait that
+# long, and nobody means it.
+MAX_INTERVAL = 86400.0
+
+
+def interval(text: str) -> float:
+    """Seconds between two looks: positive and at most MAX_INTERVAL."""
+    value = positive_float(text)
+    if value > MAX_INTERVAL:
+        raise argparse.ArgumentTypeError(f"at most {MAX_INTERVAL:g} seconds (a day): {text!r}")
+    return value

@@ -1,4 +1,4 @@
-"""The inventory API: ``sockets()`` and ``collect()``.
+"""The inventory API: ``sockets()``, and ``start()`` for the CLI.
 
 One pass: for each network namespace asked for, enter it, dump every kind of
 socket over one sock_diag netlink socket (falling back to /proc/net for a
@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ParamSpec
+from typing import TYPE_CHECKING
 
 from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
 from sockscope.netlink import sockdiag
@@ -27,13 +27,15 @@ from .model import ALL_STATES_MASK, STATE_NUMBERS, Socket
 if TYPE_CHECKING:
     from .filter import SocketFilter
 
-P = ParamSpec("P")
-
 PROTOS = ("tcp", "udp", "raw", "icmp", "unix", "packet", "netlink")
 INET_PROTOS = ("tcp", "udp", "raw", "icmp")
 # Kinds no sock_diag handler covers: /proc/net is their source, not a fallback.
 _PROCFS_ONLY = ("icmp",)
 FAMILIES = ("inet", "inet6", "unix", "packet", "netlink")
+
+# ss's -l: "listening" is every socket not connected, LISTEN and UNCONN (CLOSE),
+# so that bound UDP, raw, packet and unix datagram sockets are listed too.
+NOT_CONNECTED = (1 << STATE_NUMBERS["LISTEN"]) | (1 << STATE_NUMBERS["UNCONN"])
 
 # Diag errors meaning "this kernel cannot dump that kind": fall back to /proc/net.
 _MISSING = {errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EINVAL}
@@ -53,17 +55,40 @@ def filter_arg(filter: str | Sequence[str] | None) -> SocketFilter | None:
 
     The filter module loads only when there is something to parse.
     """
-    if filter is None or not (filter if isinstance(filter, str) else " ".join(filter)).strip():
+    if filter is None:
+        return None
+    words = _strings(filter, "filter", "an ss filter expression")
+    if not " ".join(words).strip():
         return None
     from .filter import parse_filter
 
-    return parse_filter(filter)
+    return parse_filter(list(words))
+
+
+def _items(value: object) -> tuple[object, ...]:
+    """One value or an iterable of them, as a tuple (a string is one value)."""
+    if isinstance(value, str | bytes):
+        return (value,)
+    try:
+        return tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        return (value,)
+
+
+def _strings(value: object, what: str, expected: str) -> tuple[str, ...]:
+    """``value`` as a tuple of strings: one string, or an iterable of them."""
+    items = _items(value)
+    strings = tuple(item for item in items if isinstance(item, str))
+    if len(strings) != len(items):
+        bad = next(item for item in items if not isinstance(item, str))
+        raise UsageError(f"{what}: expected {expected}, got {bad!r}")
+    return strings
 
 
 def _as_tuple(value: str | Iterable[str] | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
     if value is None:
         return tuple(allowed)
-    items = (value,) if isinstance(value, str) else tuple(value)
+    items = _strings(value, what, f"one of {', '.join(allowed)}")
     for item in items:
         if item not in allowed:
             raise UsageError(f"unknown {what} {item!r} (expected one of: {', '.join(allowed)})")
@@ -95,7 +120,7 @@ def start(
     proto: str | Iterable[str] | None = None,
     family: str | Iterable[str] | None = None,
     *,
-    states: Iterable[str] | None = None,
+    states: str | Iterable[str] | None = None,
     listening: bool | None = None,
     filter: str | Sequence[str] | None = None,
     netns: str | Sequence[str] | None = None,
@@ -115,7 +140,8 @@ def start(
     ``proto``: tcp, udp, raw, unix, packet, netlink (default: all).
     ``family``: inet, inet6, unix, packet, netlink (default: all).
     ``states``: kernel state names (ESTABLISHED, LISTEN, ...); ``listening``
-    True keeps listeners only, False drops them. ``filter``: an ss filter
+    True keeps the sockets that are not connected (LISTEN and UNCONN, as ss -l:
+    listeners, bound UDP, raw, packet, unix datagram sockets), False the others. ``filter``: an ss filter
     expression. ``netns``: a name, path or pid (or several); ``all_netns``:
     every namespace on the host. ``info``: tcp_info; ``memory``: socket
     memory; ``extended``: cgroup id and mark. ``pid``/``user``/``command``: keep sockets held
@@ -129,23 +155,23 @@ def start(
     mask = ALL_STATES_MASK
     if states is not None:
         mask = 0
-        for name in states:
+        for name in _strings(states, "states", "kernel state names"):
             num = STATE_NUMBERS.get(name.upper())
             if num is None:
                 raise UsageError(f"unknown state {name!r}")
             mask |= 1 << num
     if listening is True:
-        mask &= 1 << STATE_NUMBERS["LISTEN"]
+        mask &= NOT_CONNECTED
     elif listening is False:
-        mask &= ~(1 << STATE_NUMBERS["LISTEN"])
+        mask &= ~NOT_CONNECTED
     if flt is not None:
         mask &= flt.kernel_states
 
-    refs = _namespaces(netns, all_netns)
+    notes: list[str] = []
+    refs = _namespaces(netns, all_netns, notes)
     process_filter = _process_filter(pid, user, command)
     # Start the owner scan now so that it overlaps the dumps (see BackgroundScan).
     scan = owners_mod.BackgroundScan() if owners and process_filter is None else None
-    notes: list[str] = []
     fallbacks: list[str] = []
     found: list[Socket] = []
     try:
@@ -158,6 +184,10 @@ def start(
                 if not all_netns:
                     raise
                 skipped += 1  # --all-netns without root: show what can be seen
+            except linux.NetnsGone:
+                if not all_netns:
+                    raise
+                # Deleted since it was listed: it has no sockets to show any more.
         if skipped:
             notes.append(f"{skipped} network namespaces need root to enter and were skipped")
     except BaseException:
@@ -174,35 +204,79 @@ def start(
     return PendingInventory(found, notes, fallbacks, scan)
 
 
-def _finished(fn: Callable[P, PendingInventory]) -> Callable[P, Inventory]:
-    def collect(*args: P.args, **kwargs: P.kwargs) -> Inventory:
-        return fn(*args, **kwargs).finish()
+class SocketList(list[Socket]):
+    """What ``sockets()`` returns: a list of ``Socket``, plus ``notes`` saying what
+    could not be seen (namespaces skipped without root, owners hidden...). Each
+    note is also issued as an ``InventoryWarning``."""
 
-    collect.__doc__ = "Like ``start``, with owners attached: an ``Inventory``.\n" + (fn.__doc__ or "")
-    return collect
+    notes: list[str]
 
-
-def _listed(fn: Callable[P, PendingInventory]) -> Callable[P, list[Socket]]:
-    def sockets(*args: P.args, **kwargs: P.kwargs) -> list[Socket]:
-        return fn(*args, **kwargs).finish().sockets
-
-    sockets.__doc__ = "The socket inventory as a list of ``Socket``.\n" + (fn.__doc__ or "")
-    return sockets
+    def __init__(self, found: Iterable[Socket] = (), notes: Iterable[str] = ()) -> None:
+        super().__init__(found)
+        self.notes = list(notes)
 
 
-# Same arguments as ``start``, typed through ParamSpec rather than written out thrice.
-collect = _finished(start)
-sockets = _listed(start)
+def sockets(
+    proto: str | Iterable[str] | None = None,
+    family: str | Iterable[str] | None = None,
+    *,
+    states: str | Iterable[str] | None = None,
+    listening: bool | None = None,
+    filter: str | Sequence[str] | None = None,
+    netns: str | Sequence[str] | None = None,
+    all_netns: bool = False,
+    owners: bool = True,
+    info: bool = False,
+    memory: bool = False,
+    extended: bool = False,
+    check_paths: bool = False,
+    pid: int | Iterable[int] | None = None,
+    user: str | int | None = None,
+    command: str | None = None,
+    procfs: bool = False,
+) -> SocketList:
+    """The socket inventory: every socket matching all the conditions given, with
+    the processes holding it. Bad arguments raise ``UsageError``.
+
+    ``proto``: tcp, udp, raw, icmp, unix, packet, netlink, or several (default: all).
+    ``family``: inet, inet6, unix, packet, netlink (default: all).
+    ``states``: kernel state names (ESTABLISHED, LISTEN, ...). ``listening``:
+    True keeps the sockets that are not connected (LISTEN and UNCONN, ss's -l),
+    False the connected ones. ``filter``: an ss filter expression.
+    ``netns``: a namespace name, path or pid (or several); ``all_netns``: every
+    namespace on the host (without root, those that cannot be entered are
+    skipped, and the result's ``notes`` say so). ``owners``: look up the holding
+    processes. ``info``: tcp_info; ``memory``: socket memory; ``extended``:
+    cgroup id and mark; ``check_paths``: does each unix socket's file still exist.
+    ``pid``/``user``/``command``: keep the sockets such processes hold.
+    ``procfs``: read /proc/net instead of sock_diag.
+    """
+    inv = start(proto, family, states=states, listening=listening, filter=filter, netns=netns,
+                all_netns=all_netns, owners=owners, info=info, memory=memory, extended=extended,
+                check_paths=check_paths, pid=pid, user=user, command=command,
+                procfs=procfs).finish()
+    if inv.notes:
+        import warnings
+
+        from .model import InventoryWarning
+
+        for note in inv.notes:
+            warnings.warn(note, InventoryWarning, stacklevel=2)
+    return SocketList(inv.sockets, inv.notes)
 
 
-def _namespaces(netns: str | Sequence[str] | None, all_netns: bool) -> list[linux.NetnsRef]:
+def _namespaces(netns: str | Sequence[str] | None, all_netns: bool,
+                notes: list[str]) -> list[linux.NetnsRef]:
     if all_netns:
-        return linux.all_netns()
+        everywhere, unreadable = linux.scan_all_netns()
+        if unreadable:
+            notes.append(f"the network namespaces of {unreadable} processes could not be read "
+                         "(permission denied): sockets in namespaces only they hold are not listed")
+        return everywhere
     if netns is None:
         return [linux.current_netns()]
-    specs = [netns] if isinstance(netns, str) else list(netns)
     refs: dict[int, linux.NetnsRef] = {}
-    for spec in specs:
+    for spec in _strings(netns, "netns", "a namespace name, path or pid (as a string)"):
         ref = linux.resolve_netns(spec)
         refs.setdefault(ref.inode, ref)
     return list(refs.values())
@@ -278,11 +352,11 @@ def _dump_kind(nl: NetlinkSocket, kind: str, fam: str, netns: str, mask: int, in
         if not mask & (1 << STATE_NUMBERS["UNCONN"]) and kind == "packet":
             return []  # packet sockets have no connection state: always UNCONN
         if kind == "packet":
-            req = sockdiag.packet_request(memory)
-            return [sockdiag.parse_packet(m.payload, netns, ifname)
+            req = sockdiag.packet_request()
+            return [sockdiag.parse_packet(m.payload, netns, ifname, memory)
                     for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req)]
-        req = sockdiag.netlink_request(memory)
-        return [s for s in (sockdiag.parse_netlink(m.payload, netns)
+        req = sockdiag.netlink_request()
+        return [s for s in (sockdiag.parse_netlink(m.payload, netns, memory)
                             for m in nl.dump(sockdiag.SOCK_DIAG_BY_FAMILY, req))
                 if mask & (1 << STATE_NUMBERS.get(s.state, 0))]
     except NetlinkError as exc:
@@ -303,16 +377,26 @@ def _process_filter(pid: int | Iterable[int] | None, user: str | int | None,
                     command: str | None) -> owners_mod.ProcessPredicate | None:
     if pid is None and user is None and command is None:
         return None
-    pids = None if pid is None else ({pid} if isinstance(pid, int) else set(pid))
+    pids: set[int] | None = None
+    if pid is not None:
+        pids = set()
+        for p in _items(pid):
+            if not isinstance(p, int) or isinstance(p, bool) or p < 1:
+                raise UsageError(f"pid: expected process ids (positive integers), got {p!r}")
+            pids.add(p)
+    if command is not None and not isinstance(command, str):
+        raise UsageError(f"command: expected a process name, got {command!r}")
     uid: int | None = None
     if user is not None:
-        if isinstance(user, int) or str(user).isdigit():
+        if isinstance(user, bool) or not isinstance(user, int | str):
+            raise UsageError(f"user: expected a user name or uid, got {user!r}")
+        if isinstance(user, int) or user.isdigit():
             uid = int(user)
         else:
             import pwd
 
             try:
-                uid = pwd.getpwnam(str(user)).pw_uid
+                uid = pwd.getpwnam(user).pw_uid
             except KeyError:
                 raise UsageError(f"unknown user {user!r}") from None
 

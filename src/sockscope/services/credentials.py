@@ -67,6 +67,12 @@ class PeerCredentials:
             self._closed[0] = True
             os.close(self.pidfd)
 
+    def __del__(self) -> None:
+        # A caller that drops the credentials without closing them (the common
+        # `conn, _ = server.accept()`) must not leak a descriptor per connection.
+        if hasattr(self, "_closed"):  # not when __init__ itself failed
+            self.close()
+
     def __enter__(self) -> PeerCredentials:
         return self
 
