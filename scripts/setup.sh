@@ -19,14 +19,15 @@ case "${1:-}" in
 esac
 
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor);
-# nftables gives `nft`, which `sockscope guard` runs; iptables: divert steers packets
-# to its queue with iptables-nft's NFQUEUE target; libpcap0.8 compiles capture filters.
-apt_pkgs=(python3 python3-venv iproute2 nftables iptables libpcap0.8)
+# nftables gives `nft`, which `sockscope guard` runs (divert speaks nf_tables' netlink
+# itself); libpcap0.8 compiles capture and divert filters.
+apt_pkgs=(python3 python3-venv iproute2 nftables libpcap0.8)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
-    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # iptables: the divert tests put an administrator's own rules in place beside divert's.
+    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8 iptables)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.

@@ -9,6 +9,7 @@ the divert found it, however the run ended.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -768,3 +769,48 @@ def test_a_full_socket_buffer_is_counted_not_hidden(topology: Topology) -> None:
     proc.wait(timeout=10)
     assert enobufs >= 1 and user_dropped >= 1
     assert received == len(got) and received + user_dropped == 100  # every packet accounted for
+
+
+RECEIVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5000))
+s.settimeout(5)
+print("ready", flush=True)
+for _ in range(int(sys.argv[1])):
+    data, (host, port) = s.recvfrom(65535)
+    print(data.decode(), port, flush=True)
+"""
+
+SENDER = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 24929))  # 0x6161: a source port whose bytes read "aa"
+for text in sys.argv[2:]:
+    s.sendto(text.encode(), (sys.argv[1], 5000))
+    time.sleep(0.05)
+"""
+
+
+def readme_divert_examples() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### `sockscope divert`") : readme.index("### Errors")]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+def test_the_readme_python_example_changes_only_the_udp_data(topology: Topology) -> None:
+    net = build(topology)
+    first, rest = readme_divert_examples()
+    compile(rest, "README.md", "exec")  # the asyncio and handler forms at least parse
+    receiver = topology.spawn(net.right, sys.executable, "-c", RECEIVER, "2")
+    assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+    example = topology.spawn(net.right, sys.executable, "-c", first)
+    wait_for_tables(topology, net.right, example)
+    topology.run(net.left, sys.executable, "-c", SENDER, net.line.right_addr, "xdrop", "banana", "stop")
+    out, err = example.communicate(timeout=10)
+    assert example.returncode == 0, err
+    stats = ast.literal_eval(out)  # the example prints d.stats().to_dict()
+    assert (stats["received"], stats["accepted"], stats["dropped"]) == (3, 2, 1)
+    received, _ = receiver.communicate(timeout=10)
+    assert received.splitlines() == ["bbnbnb 24929", "stop 24929"]  # the port's "aa" untouched
+    assert csum_errors(topology, net.right) == 0

@@ -48,7 +48,7 @@ def test_a_filter_too_long_for_the_kernel_is_matched_in_user_space_and_said() ->
     assert rule.programs == {4: None, 6: None} and rule.user_filter is not None
     assert rule.lengths[4] > KERNEL_LIMIT and rule.lengths[6] > KERNEL_LIMIT
     [note] = rule.notes
-    assert "at most 64" in note and "every IPv4/IPv6 packet of hook forward" in note
+    assert "at most 64" in note and "every IPv4/IPv6 packet on hook forward is diverted" in note
     assert "filter runs in user space" in note
 
 

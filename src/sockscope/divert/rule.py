@@ -85,10 +85,10 @@ class Rule:
         sizes = ", ".join(f"{self.lengths[f]} for {'IPv4' if f == 4 else 'IPv6'}" for f in sorted(broad))
         return [
             f"--rule compiles to more BPF instructions than the kernel's bpf match takes "
-            f"({sizes}; at most {KERNEL_LIMIT}): the firewall diverts every "
-            f"{'/'.join('IPv4' if f == 4 else 'IPv6' for f in sorted(broad))} packet of "
-            f"{self.scope} and the filter runs in user space, where packets it does not match "
-            "are accepted at once"
+            f"({sizes}; at most {KERNEL_LIMIT}): every "
+            f"{'/'.join('IPv4' if f == 4 else 'IPv6' for f in sorted(broad))} packet on "
+            f"{self.scope} is diverted and the filter runs in user space, where packets it does "
+            "not match are accepted at once"
         ]
 
     @property
