@@ -28,9 +28,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from sockscope.errors import SockscopeError, UsageError
+from sockscope.errors import UsageError
 
-from . import output
+from . import output, stdout
 
 STOP_GRACE = 3.0  # seconds a handler has to return after the first stop signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -288,7 +288,7 @@ class _Counter:
         self.stop = stop
         self.seen = 0
         self.exit_status: int | None = None
-        self.output_error: OSError | None = None
+        self.output_error: Exception | None = None
 
     def settled(self, pkt: Any) -> None:
         self.seen += 1
@@ -298,7 +298,7 @@ class _Counter:
         if self.args.print and self.output_error is None:
             try:
                 _show(pkt, self.args.jsonl)
-            except OSError as exc:  # stdout went away or is full: stop, counters still go to stderr
+            except (BrokenPipeError, stdout.WriteError) as exc:  # stop; the counters still go out
                 self.output_error = exc
                 self.stop()
         if self.seen == self.args.count:
@@ -310,18 +310,8 @@ class _Counter:
             sys.stderr.write(f"sockscope divert: the handler exited with status {self.exit_status}\n")
             return self.exit_status
         if self.output_error is not None:
-            _silence_stdout()  # what is still buffered goes nowhere, not into an error at exit
-            if not isinstance(self.output_error, BrokenPipeError):  # | head: stop quietly, as ss does
-                raise SockscopeError(f"cannot write the output: {self.output_error.strerror}")
+            raise self.output_error  # | head: quietly; a full disk: one line (cli/main.py)
         return 0
-
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 def _until(args: argparse.Namespace) -> Callable[[], bool] | None:
@@ -437,8 +427,7 @@ def _show(pkt: Any, jsonl: bool) -> None:
         line = (
             f"q{pkt.queue} {pkt.hook:<7} {pkt.summary()} -> {verdict}{' (rewritten)' if rewritten else ''}\n"
         )
-    sys.stdout.write(line)
-    sys.stdout.flush()
+    stdout.write(line)
 
 
 def _report(stats: Any, error: str | None) -> None:
