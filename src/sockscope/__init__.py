@@ -3,6 +3,7 @@
 The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
 
     sockets(...)      the socket inventory (sock_diag), with owners
+    iter_sockets(...) the same, one socket at a time (memory flat however many)
     interfaces()      interface counters and addresses (rtnetlink)
     kill_sockets(...) destroy sockets (SOCK_DESTROY)
     watch(...)        socket events: new, state change, closed
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sockets": "sockscope.inventory.query",
+    "iter_sockets": "sockscope.inventory.query",
     "SocketList": "sockscope.inventory.query",
     "InventoryWarning": "sockscope.inventory.model",
     "Socket": "sockscope.inventory.model",
@@ -99,6 +101,7 @@ __all__ = [
     "capture",
     "divert",
     "interfaces",
+    "iter_sockets",
     "kill_sockets",
     "parse_filter",
     "peer_credentials",
@@ -134,7 +137,7 @@ if TYPE_CHECKING:
         TcpInfo,
         UnixAddress,
     )
-    from sockscope.inventory.query import SocketList, sockets
+    from sockscope.inventory.query import SocketList, iter_sockets, sockets
     from sockscope.inventory.watch import SocketEvent, watch
     from sockscope.policy import Policy
     from sockscope.probe.model import PingResult, ScanResult, TraceResult

@@ -276,6 +276,11 @@ def unix_request(states: int, want_vfs: bool, want_memory: bool) -> bytes:
     return UNIX_REQ.pack(socket.AF_UNIX, 0, 0, states, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
 
 
+def unix_names_request() -> bytes:
+    """A dump of every unix socket with its bound name and nothing else."""
+    return UNIX_REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, UDIAG_SHOW_NAME, 0xFFFFFFFF, 0xFFFFFFFF)
+
+
 def parse_unix(payload: memoryview, netns: str) -> Socket:
     _family, stype, state, _pad, inode, cookie_lo, cookie_hi = UNIX_MSG.unpack_from(payload)
     attrs = parse_attrs(payload, UNIX_MSG.size)
