@@ -814,3 +814,31 @@ def test_the_readme_python_example_changes_only_the_udp_data(topology: Topology)
     received, _ = receiver.communicate(timeout=10)
     assert received.splitlines() == ["bbnbnb 24929", "stop 24929"]  # the port's "aa" untouched
     assert csum_errors(topology, net.right) == 0
+
+
+@pytest.mark.parametrize("handler", ["stubborn", "exits"])
+def test_workers_end_in_bounded_time_whatever_their_handler_does(
+    topology: Topology, tmp_path: Path, handler: str
+) -> None:
+    net = build(topology)
+    add_user_rules(topology, net.router)
+    before = ruleset(topology, net.router)
+    path = tmp_path / "handler.py"
+    path.write_text(STUBBORN if handler == "stubborn" else "import sys\ndef handle(pkt):\n    sys.exit(4)\n")
+    args = [*FORWARD_5000, "--queue-balance", "0:1", "--workers", "2", "--exec", str(path)]
+    div = start_divert(net, *args)
+    send(net, net.line.right_addr, 5000, "p0")
+    time.sleep(0.3)
+    started = time.monotonic()
+    if handler == "stubborn":
+        div.send_signal(signal.SIGTERM)
+    _, err = div.communicate(timeout=15)
+    took = time.monotonic() - started
+    if handler == "stubborn":  # the worker holding p0 ignores being told to stop: killed
+        assert div.returncode == 1 and took < 5, (took, err)
+        assert "1 worker(s) did not stop within 3 s and were killed" in err
+    else:
+        assert div.returncode == 4 and "the handler exited with status 4" in err, err
+        assert "1 received, 1 accepted" in err
+    assert ruleset(topology, net.router) == before
+    assert topology.run(net.router, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout == ""

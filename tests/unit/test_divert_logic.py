@@ -432,3 +432,13 @@ def test_queue_range() -> None:
     for bad in ("4:2", "x", "1:70000"):
         with pytest.raises(UsageError):
             queue_range(0, bad)
+
+
+def test_a_port_range_written_high_to_low_still_matches() -> None:
+    # The old language installed "dport 5010-5000" as a rule that never matched;
+    # libpcap orders the range.
+    program = compile_rule("udp and dst portrange 5010-5000").programs[4]
+    assert program is not None
+    wire = bytearray(udp4(b"x"))
+    wire[22:24] = (5005).to_bytes(2, "big")
+    assert program.matches(bytes(wire))

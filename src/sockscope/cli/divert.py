@@ -350,7 +350,14 @@ def _run_workers(
         stats = workers.run(_handler(steps), until=_until(args), after=counter.settled)
     _say_notes(workers.leftovers_removed, [])
     counter.exit_status = workers.exit_status
-    return counter.finish(stats, workers.first_error)
+    status = counter.finish(stats, workers.first_error)
+    if workers.killed:
+        sys.stderr.write(
+            f"sockscope divert: {workers.killed} worker(s) did not stop within {STOP_GRACE:g} s and were "
+            "killed: their counters are lost, and the kernel dropped the packets they held\n"
+        )
+        return status or 1
+    return status
 
 
 def _build_steps(args: argparse.Namespace) -> list[Callable[[Any], Any]]:

@@ -76,6 +76,7 @@ class Workers:
         self.leftovers_removed: list[str] = []
         self.first_error: str | None = None
         self.exit_status: int | None = None  # a handler's sys.exit(N) in a worker
+        self.killed = 0  # workers that did not report within STOP_GRACE
         self._stop = False
 
     def stop(self) -> None:
@@ -153,6 +154,7 @@ class Workers:
         texts = _read_all(children, time.monotonic() + STOP_GRACE)
         for pid in children:
             if texts.get(pid) is None:
+                self.killed += 1
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):  # already reaped by _alive
