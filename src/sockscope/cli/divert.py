@@ -19,21 +19,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from sockscope.errors import UsageError
 
-from . import output, stdout
-
-STOP_GRACE = 3.0  # seconds a handler has to return after the first stop signal
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+from .divert_report import STOP_GRACE, Counter, Stopper
 
 RULE_HELP = (
     "which packets: a tcpdump filter, e.g. 'udp and dst port 5000', 'tcp port 80', "
@@ -175,13 +168,13 @@ def run(args: argparse.Namespace) -> int:
     steps = _build_steps(args)
     if args.jsonl:
         args.print = True
-    stopper = _Stopper()
+    stopper = Stopper()
     if args.workers != 1:
         return _run_workers(args, rule, steps, stopper)
     from sockscope.divert import Divert
 
     session = Divert(rule, args.queue, queue_balance=args.queue_balance, **_queue_options(args))
-    counter = _Counter(args, session.stop)
+    counter = Counter(args, session.stop)
     stopper.session = session
     with stopper:
         with session:
@@ -200,9 +193,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cleanup() -> int:
-    from sockscope.divert.engine import process_start_time
     from sockscope.divert.firewall import clean_leftovers
     from sockscope.divert.legacy import clean_iptables_leftovers
+    from sockscope.divert.process import process_start_time
 
     removed = clean_leftovers()
     removed += clean_iptables_leftovers(lambda pid, start: process_start_time(pid) != start)
@@ -216,102 +209,6 @@ def _say_notes(leftovers: list[str], notes: list[str]) -> None:
         sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
     for note in notes:
         sys.stderr.write(f"sockscope divert: note: {note}\n")
-
-
-class _Stopper:
-    """The stop signals: each asks the session (or workers) to stop and interrupts a
-    running handler; the first also starts a deadline after which the run ends
-    without the handler (rules removed, verdicts given, counters printed)."""
-
-    def __init__(self) -> None:
-        self.session: Any = None
-        self.workers: Any = None
-        self.armed = False
-        self.report: Callable[[], None] | None = None
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
-        self._done = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Stopper:
-        self._previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        for s, h in self._previous.items():
-            signal.signal(s, h)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.workers is not None:
-            self.workers.stop()
-            return
-        if self.session is None:
-            return
-        if self._timer is None and self.armed:
-            self._timer = threading.Timer(STOP_GRACE, self._deadline)
-            self._timer.daemon = True
-            self._timer.start()
-        self.session.interrupt()  # raises into a running handler, nowhere else
-
-    def _deadline(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
-            try:
-                self.session.close()
-            finally:
-                sys.stderr.write(
-                    f"sockscope divert: the handler did not return within {STOP_GRACE:g} s of the "
-                    "signal: rules removed, held packets given the default verdict\n"
-                )
-                _report(self.session.stats(), self.session.last_error)
-                sys.stderr.flush()
-                os._exit(1)
-
-    def finish(self) -> bool:
-        """The main thread is done; False if the deadline got there first."""
-        with self._lock:
-            if self._done:
-                return False
-            self._done = True
-        return True
-
-
-class _Counter:
-    """--print, --count and how the run ended, fed each settled packet."""
-
-    def __init__(self, args: argparse.Namespace, stop: Callable[[], None]) -> None:
-        self.args = args
-        self.stop = stop
-        self.seen = 0
-        self.exit_status: int | None = None
-        self.output_error: Exception | None = None
-
-    def settled(self, pkt: Any) -> None:
-        self.seen += 1
-        count = self.args.count
-        if count is not None and self.seen > count:
-            return  # in flight when the count was reached: given its verdict, not shown
-        if self.args.print and self.output_error is None:
-            try:
-                _show(pkt, self.args.jsonl)
-            except (BrokenPipeError, stdout.WriteError) as exc:  # stop; the counters still go out
-                self.output_error = exc
-                self.stop()
-        if self.seen == self.args.count:
-            self.stop()
-
-    def finish(self, stats: Any, error: str | None) -> int:
-        _report(stats, error)
-        if self.exit_status is not None:
-            sys.stderr.write(f"sockscope divert: the handler exited with status {self.exit_status}\n")
-            return self.exit_status
-        if self.output_error is not None:
-            raise self.output_error  # | head: quietly; a full disk: one line (cli/main.py)
-        return 0
 
 
 def _until(args: argparse.Namespace) -> Callable[[], bool] | None:
@@ -334,7 +231,7 @@ def _handler(steps: list[Callable[[Any], Any]]) -> Callable[[Any], None]:
 
 
 def _run_workers(
-    args: argparse.Namespace, rule: Any, steps: list[Callable[[Any], Any]], stopper: _Stopper
+    args: argparse.Namespace, rule: Any, steps: list[Callable[[Any], Any]], stopper: Stopper
 ) -> int:
     from sockscope.divert.session import queue_range
     from sockscope.divert.workers import Workers
@@ -344,7 +241,7 @@ def _run_workers(
     if args.count is not None:
         raise UsageError("--count counts in one process: use it without --workers")
     workers = Workers(rule, queue_range(args.queue, args.queue_balance), args.workers, **_queue_options(args))
-    counter = _Counter(args, workers.stop)
+    counter = Counter(args, workers.stop)
     stopper.workers = workers
     with stopper:
         stats = workers.run(_handler(steps), until=_until(args), after=counter.settled)
@@ -407,55 +304,6 @@ def _load_handler(path: str) -> Callable[[Any], Any]:
     if not callable(handle):
         raise UsageError(f"--exec {path}: defines no handle(packet) function")
     return handle  # type: ignore[no-any-return]
-
-
-def _show(pkt: Any, jsonl: bool) -> None:
-    verdict = pkt.verdict.name.lower() if pkt.verdict is not None else "pending"
-    rewritten = pkt._new_payload is not None and verdict == "accept"
-    if jsonl:
-        info = pkt.info
-        record = {
-            "queue": pkt.queue,
-            "id": pkt.id,
-            "hook": pkt.hook,
-            "in": info.in_interface or (str(info.indev) if info.indev is not None else None),
-            "out": info.out_interface or (str(info.outdev) if info.outdev is not None else None),
-            "mark": pkt.mark,
-            "uid": info.uid,
-            "gid": info.gid,
-            "conntrack": info.ct_info,
-            "length": info.wire_len,
-            "summary": pkt.summary(),
-            "verdict": verdict,
-            "rewritten": rewritten,
-        }
-        line = output.dump_jsonl([record])
-    else:
-        line = (
-            f"q{pkt.queue} {pkt.hook:<7} {pkt.summary()} -> {verdict}{' (rewritten)' if rewritten else ''}\n"
-        )
-    stdout.write(line)
-
-
-def _report(stats: Any, error: str | None) -> None:
-    d = stats.to_dict()
-    parts = [f"{d['received']} received", f"{d['accepted']} accepted", f"{d['dropped']} dropped"]
-    for key, label in (
-        ("modified", "rewritten"),
-        ("repeated", "repeated"),
-        ("expired", "given the default verdict"),
-        ("handler_errors", "handler errors"),
-        ("unmatched", "passed unseen (--rule checked in user space)"),
-        ("enobufs", "lost: socket buffer full (ENOBUFS)"),
-        ("queue_dropped", "lost: queue full"),
-        ("user_dropped", "lost: not delivered"),
-        ("verdict_errors", "verdicts refused"),
-    ):
-        if d[key]:
-            parts.append(f"{d[key]} {label}")
-    sys.stderr.write("sockscope divert: " + ", ".join(parts) + "\n")
-    if error:
-        sys.stderr.write(f"sockscope divert: first handler error: {error}\n")
 
 
 def _queue_options(args: argparse.Namespace) -> dict[str, Any]:

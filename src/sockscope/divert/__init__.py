@@ -5,10 +5,11 @@
             pkt.accept()
 
 Modules: ``rule`` (the tcpdump filter, hooks, interfaces, mark -> per-family BPF
-programs), ``firewall`` (the process's own nft tables and their removal), ``engine``
-(the nfnetlink_queue socket, batch verdicts, counters), ``packet`` (`DivertPacket`,
-`Verdict`, checksum repair), ``session`` (`Divert`), ``workers`` (several processes),
-``legacy`` (the old rule language's translation, old versions' iptables leftovers).
+programs), ``firewall`` (the process's own nft tables and their removal),
+``process`` (forked children let go; pid reuse), ``engine`` (the nfnetlink_queue
+socket, batch verdicts, counters), ``packet`` (`DivertPacket`, `Verdict`, checksum
+repair), ``session`` (`Divert`), ``workers`` (several processes), ``legacy`` (the
+old rule language's translation, old versions' iptables leftovers).
 """
 
 from sockscope.divert.engine import DivertStats

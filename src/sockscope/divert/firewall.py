@@ -41,7 +41,7 @@ import re
 import struct
 import threading
 
-from sockscope.divert.engine import forget_in_children, process_start_time
+from sockscope.divert.process import forget_in_children, process_start_time
 from sockscope.divert.rule import Rule
 from sockscope.errors import PermissionNeeded, SockscopeError
 from sockscope.netlink import nftables as nft
