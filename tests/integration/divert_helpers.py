@@ -63,6 +63,9 @@ class Net:
         return self.line.right
 
 
+FORWARD_5000 = ["--rule", "udp and dst port 5000", "--hook", "forward"]  # what most tests divert
+
+
 def build(topo: Topology) -> Net:
     line = topo.line(1, ipv6=True)
     return Net(topo, line)

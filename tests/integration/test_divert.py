@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from divert_helpers import (
+    FORWARD_5000,
     Net,
     add_user_rules,
     build,
@@ -34,8 +35,6 @@ from privileges import run_as_nobody
 from topology import Topology
 
 pytestmark = pytest.mark.needs_root
-
-FORWARD_5000 = ["--rule", "udp and dst port 5000", "--hook", "forward"]
 
 
 def test_accepted_packets_arrive_unchanged_ipv4_and_ipv6(topology: Topology) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from divert_helpers import (
+    FORWARD_5000,
     add_user_rules,
     build,
     divert_tables,
@@ -31,8 +32,6 @@ from privileges import run_as_nobody
 from topology import Topology
 
 pytestmark = pytest.mark.needs_root
-
-FORWARD_5000 = ["--rule", "udp and dst port 5000", "--hook", "forward"]
 
 
 def test_an_empty_ruleset_stays_empty(topology: Topology) -> None:
