@@ -28,6 +28,8 @@ if [ "$want_test" = 1 ]; then
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
     # iptables: the divert tests put an administrator's own rules in place beside divert's.
     apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8 iptables)
+    # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
+    apt_pkgs+=(traceroute nmap iputils-ping)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
