@@ -26,7 +26,10 @@ if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
-    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # prometheus: the exporter's tests scrape it with the real server and check its
+    # output and alerting rules with promtool; openssl makes their TLS certificates;
+    # systemd checks its unit file (systemd-analyze verify); util-linux: setpriv.
+    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8 prometheus openssl systemd util-linux)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
@@ -60,9 +63,10 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-extra=""
-[ "$want_test" = 1 ] && extra="[test]"
-[ "$want_bench" = 1 ] && extra="[test,bench]"
+# exporter: prometheus-client, PyYAML, bcrypt for `sockscope exporter` (README).
+extra="[exporter]"
+[ "$want_test" = 1 ] && extra="[exporter,test]"
+[ "$want_bench" = 1 ] && extra="[exporter,test,bench]"
 stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ bin/sockscope -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"

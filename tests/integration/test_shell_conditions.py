@@ -117,6 +117,10 @@ CASES = [
     Case("trace", ("trace", "-m", "3", ADDR_B)),
     Case("scan", ("scan", "-p", "1-50", ADDR_B), privileged=False),
     Case("divert", ("divert", "--rule", "udp dport 5999"), long=True, output=False, privileged=True),
+    Case("exporter", ("exporter", "--listen", "127.0.0.1:0"), long=True, output=False, privileged=True,
+         chatter=(r"^sockscope exporter: listening on ",)),
+    Case("exporter-netns", ("exporter", "--listen", "127.0.0.1:0", "-N", "{ns_b}"), long=True, output=False,
+         netns=True, privileged=True, chatter=(r"^sockscope exporter: listening on ",)),
 ]
 
 # Cases known to fail today, each with the defect it shows. strict: once fixed, the

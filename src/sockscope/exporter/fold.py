@@ -1,0 +1,135 @@
+"""Per-process series with a bounded cardinality.
+
+At most ``max_series`` process label sets are exported, the busiest of each
+collection (bytes moved since the previous one, then connections held; a set
+already exported wins a tie, so idle processes do not trade places); everything
+else is added into one set labelled ``command="other"``.
+
+Every exported counter stays monotonic however processes move in and out of the
+kept sets: ``other`` accumulates the increase of each folded set since the
+previous collection rather than summing their totals, so a set that leaves the
+fold does not take its bytes back out of it, and a set that enters the fold
+adds only what it moves from then on (its own series simply stops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+OTHER = "other"
+
+class ProcessTotals(Protocol):
+    """Per-process totals as ``sockscope.traffic.Sampler.totals()`` gives them."""
+
+    @property
+    def command(self) -> str: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def netns(self) -> str: ...
+    @property
+    def container(self) -> str | None: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def tcp_sent_bytes(self) -> int: ...
+    @property
+    def tcp_received_bytes(self) -> int: ...
+    @property
+    def tcp_retransmitted_segments(self) -> int: ...
+    @property
+    def connections(self) -> int: ...
+
+
+# command, user, netns, container, pid ("" where there is none)
+ProcessKey = tuple[str, str, str, str, str]
+
+
+@dataclass(slots=True)
+class ProcessRow:
+    """One exported process label set and its values."""
+
+    command: str
+    user: str
+    netns: str
+    container: str
+    pid: str
+    connections: int = 0
+    sent: int = 0
+    received: int = 0
+    retransmitted: int = 0
+
+    @property
+    def key(self) -> ProcessKey:
+        return (self.command, self.user, self.netns, self.container, self.pid)
+
+    @classmethod
+    def of(cls, t: ProcessTotals) -> ProcessRow:
+        return cls(t.command, t.user or "", t.netns, t.container or "",
+                   "" if t.pid is None else str(t.pid), t.connections, t.tcp_sent_bytes,
+                   t.tcp_received_bytes, t.tcp_retransmitted_segments)
+
+
+class Folding:
+    """The state that keeps the folded series monotonic across collections."""
+
+    def __init__(self, max_series: int) -> None:
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.max_series = max_series
+        self._last: dict[ProcessKey, tuple[int, int, int]] = {}
+        self._kept: set[ProcessKey] = set()
+        self._other: ProcessRow | None = None
+        self.folded = 0  # label sets folded into "other" by the last call
+
+    def fold(self, totals: Sequence[ProcessTotals]) -> list[ProcessRow]:
+        """The rows to export for these totals (one collection's)."""
+        current: dict[ProcessKey, ProcessRow] = {}
+        for t in totals:
+            new = ProcessRow.of(t)
+            row = current.get(new.key)
+            if row is None:
+                current[new.key] = new
+                continue
+            row.connections += new.connections
+            row.sent += new.sent
+            row.received += new.received
+            row.retransmitted += new.retransmitted
+        increases = {key: self._increase(key, row) for key, row in current.items()}
+        self._last = {key: (row.sent, row.received, row.retransmitted) for key, row in current.items()}
+
+        def busiest(key: ProcessKey) -> tuple[int, bool, int]:
+            sent, received, _ = increases[key]
+            return (sent + received, key in self._kept, current[key].connections)
+
+        ranked = sorted(current, key=busiest, reverse=True)
+        kept = ranked[: self.max_series]
+        folded = ranked[self.max_series:]
+        self._kept = set(kept)
+        self.folded = len(folded)
+        rows = [current[key] for key in kept]
+        if folded and self._other is None:
+            self._other = ProcessRow(OTHER, "", "", "", "")
+        other = self._other
+        if other is not None:
+            other.connections = 0
+            for key in folded:
+                sent, received, retransmitted = increases[key]
+                other.sent += sent
+                other.received += received
+                other.retransmitted += retransmitted
+                other.connections += current[key].connections
+            rows.append(other)  # once it exists it stays, so its counters never vanish
+        return rows
+
+    def _increase(self, key: ProcessKey, row: ProcessRow) -> tuple[int, int, int]:
+        """What the set moved since the previous collection; all of it for a new set,
+        and for one whose totals went backwards (dropped and made again by the
+        sampler): its counters restarted."""
+        last = self._last.get(key)
+        now = (row.sent, row.received, row.retransmitted)
+        if last is None or any(n < b for n, b in zip(now, last, strict=True)):
+            return now
+        return (now[0] - last[0], now[1] - last[1], now[2] - last[2])
