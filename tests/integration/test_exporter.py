@@ -321,3 +321,16 @@ def test_tls_and_basic_auth_from_a_web_config_file(tmp_path: Path, topology: Top
         with pytest.raises((ConnectionError, OSError)):
             request(exporter.host, exporter.port, timeout=5)
         assert exporter.scrape(headers={"Authorization": f"Basic {token}"}, context=context).status == 200
+
+
+def test_interface_counters_only_with_the_flag(topology: Topology) -> None:
+    a = topology.add_netns("a")
+    topology.run(a, "ip", "link", "set", "lo", "up")
+    topology.run(a, "ping", "-c", "3", "-i", "0.2", "-q", "127.0.0.1")
+    with running("-N", a.name) as exporter:
+        assert "sockscope_interface_receive_bytes" not in exporter.metrics()
+    with running("-N", a.name, "--interfaces") as exporter:
+        found = exporter.metrics()
+    assert value(found, "sockscope_interface_receive_packets", netns=a.name, interface="lo") == 6
+    assert value(found, "sockscope_interface_transmit_bytes", netns=a.name, interface="lo") == value(
+        found, "sockscope_interface_receive_bytes", netns=a.name, interface="lo")
