@@ -26,10 +26,13 @@ if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
+    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
+    apt_pkgs+=(traceroute nmap iputils-ping)
     # prometheus: the exporter's tests scrape it with the real server and check its
     # output and alerting rules with promtool; openssl makes their TLS certificates;
     # systemd checks its unit file (systemd-analyze verify); util-linux: setpriv.
-    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8 prometheus openssl systemd util-linux)
+    apt_pkgs+=(prometheus openssl systemd util-linux)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
