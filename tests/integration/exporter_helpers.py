@@ -130,3 +130,12 @@ def wait_for(check: Callable[[], Any], timeout: float = 15, every: float = 0.2) 
             return last
         time.sleep(every)
     raise AssertionError(f"not reached within {timeout} s (last: {last!r})")
+
+
+def spawn_ready(topo: Any, ns: Any, script: str, *args: str) -> subprocess.Popen[Any]:
+    """A Python script in a topology namespace, once it has printed "ready"."""
+    proc: subprocess.Popen[Any] = topo.spawn(ns, sys.executable, "-c", script, *args)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 10)
+    assert ready and proc.stdout.readline().strip() == "ready"
+    return proc

@@ -19,10 +19,10 @@ from typing import Any
 
 import bcrypt
 import pytest
-from exporter_helpers import CLI, request, running, samples, stop, value
+from exporter_helpers import CLI, request, running, samples, spawn_ready, stop, value
 
 from certs import make_cert
-from topology import Netns, Topology
+from topology import Topology
 
 pytestmark = pytest.mark.needs_root
 
@@ -42,14 +42,6 @@ for _ in range(2):
 print("ready", flush=True)
 time.sleep(120)
 """
-
-
-def spawn_ready(topo: Topology, ns: Netns, script: str, *args: str) -> subprocess.Popen[Any]:
-    proc = topo.spawn(ns, sys.executable, "-c", script, *args)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 10)
-    assert ready and proc.stdout.readline().strip() == "ready"
-    return proc
 
 
 def comm(proc: subprocess.Popen[Any]) -> str:

@@ -72,6 +72,7 @@ class Exporter:
 
         from .families import SnapshotCollector
         from .fold import Folding
+        from .listeners import ListenerOwners
         from .server import MetricsServer, WebConfigSource
         from .snapshot import CollectOptions, SharedCollection, collect
 
@@ -83,9 +84,10 @@ class Exporter:
         web = WebConfigSource(web_config_file)
         options = CollectOptions(list(netns) if netns is not None else None, interfaces)
         folding = Folding(max_series)
+        owners = ListenerOwners()
 
         def make(max_age: float) -> Snapshot:
-            return collect(options, traffic, folding, max_age)
+            return collect(options, traffic, folding, owners, max_age)
 
         self.shared = SharedCollection(make, min_interval)
         self.collector = SnapshotCollector(self.shared, per_pid=pids, traffic=traffic is not None,

@@ -19,6 +19,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -82,7 +83,11 @@ class MetricsServer(socketserver.ThreadingMixIn, HTTPServer):
     serves until ``shutdown``; ``server_close`` also ends open connections."""
 
     daemon_threads = True
-    block_on_close = True
+    # server_close waits for the connections' threads itself, for a bounded time: a
+    # thread in the middle of a collection (seconds, on a host with a million
+    # sockets) must not hold up a SIGTERM.
+    block_on_close = False
+    close_wait = 2.0
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, web: WebConfigSource, *,
                  max_connections: int = 64, client_timeout: float = 10.0) -> None:
@@ -92,6 +97,7 @@ class MetricsServer(socketserver.ThreadingMixIn, HTTPServer):
         self.client_timeout = client_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
         self._open: set[socket.socket] = set()
+        self._threads_open: set[threading.Thread] = set()
         self._open_lock = threading.Lock()
         super().__init__((host, port), MetricsHandler)
 
@@ -114,7 +120,11 @@ class MetricsServer(socketserver.ThreadingMixIn, HTTPServer):
         with self._open_lock:
             self._open.add(request)
         try:
-            super().process_request(request, client_address)
+            thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                      daemon=True)
+            with self._open_lock:
+                self._threads_open.add(thread)
+            thread.start()
         except BaseException:
             self._release(request)
             raise
@@ -124,6 +134,8 @@ class MetricsServer(socketserver.ThreadingMixIn, HTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._release(request)
+            with self._open_lock:
+                self._threads_open.discard(threading.current_thread())
 
     def _release(self, request: socket.socket) -> None:
         with self._open_lock:
@@ -138,13 +150,19 @@ class MetricsServer(socketserver.ThreadingMixIn, HTTPServer):
                          f"{type(exc).__name__}: {exc}\n")
 
     def server_close(self) -> None:
+        """Stop listening, end every open connection, and wait for their threads
+        at most ``close_wait`` seconds (daemon threads: the process can exit)."""
+        super().server_close()
         with self._open_lock:
             for conn in list(self._open):
                 try:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-        super().server_close()
+            threads = list(self._threads_open)
+        deadline = time.monotonic() + self.close_wait
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 _ROOT_PAGE = """<!DOCTYPE html>

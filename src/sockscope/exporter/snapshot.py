@@ -1,8 +1,9 @@
 """One collection: everything a scrape exports, gathered once.
 
 ``collect`` makes one inventory pass over every namespace watched (socket counts,
-listeners with their processes, orphans), reads the kernel's counters in each of
-those namespaces, the host's socket memory, optionally the interfaces, and the
+listeners, orphans), finds the listeners' processes (``listeners.py``: a /proc
+walk only when they changed), reads the kernel's counters in each of those
+namespaces, the host's socket memory, optionally the interfaces, and the
 per-process traffic totals; every metric family of a scrape is built from the
 ``Snapshot`` it returns. A part that fails (a namespace gone mid-scrape, a
 process gone mid-scan, no permission) is recorded in ``errors`` and the other
@@ -27,6 +28,7 @@ from sockscope.platform import linux
 
 from . import kernel
 from .fold import Folding, ProcessRow, ProcessTotals
+from .listeners import ListenerOwners
 
 if TYPE_CHECKING:
     from sockscope.inventory.interfaces import Interface
@@ -55,6 +57,7 @@ class Listener:
     address: str
     port: int
     commands: set[str] = field(default_factory=set)  # who holds it; empty: not known
+    inodes: list[int] = field(default_factory=list)  # its sockets
     queue_length: int = 0  # connections waiting for accept()
     backlog: int = 0  # the most that may wait (listen()'s backlog, capped by somaxconn)
 
@@ -85,14 +88,20 @@ class CollectOptions:
 
 
 def collect(options: CollectOptions, traffic: TrafficSource | None = None,
-            folding: Folding | None = None, max_age: float = 0.0) -> Snapshot:
+            folding: Folding | None = None, owners: ListenerOwners | None = None,
+            max_age: float = 0.0) -> Snapshot:
     """One collection (see the module's docstring). ``traffic``'s totals become
-    ``processes`` through ``folding`` (which keeps state: one collection at a
-    time, as ``SharedCollection`` runs them)."""
+    ``processes`` through ``folding``; ``owners`` keeps the listeners' holders
+    between collections. Both keep state: one collection at a time, as
+    ``SharedCollection`` runs them."""
     started = time.monotonic()
     snap = Snapshot(started, 0.0)
     refs = _watched_namespaces(options.netns, snap.errors)
     _inventory(options.netns, snap)
+    try:
+        _listener_commands(snap.listeners, owners or ListenerOwners(0.0))
+    except OSError:
+        snap.errors.append("inventory")
     for ref in refs:
         try:
             with linux.in_netns(ref):
@@ -136,19 +145,20 @@ def _watched_namespaces(specs: Sequence[str] | None, errors: list[str]) -> list[
 
 def _inventory(specs: Sequence[str] | None, snap: Snapshot) -> None:
     """Counts, listeners and orphans from one inventory pass (streamed: memory
-    does not grow with the number of sockets beyond the owner map)."""
+    does not grow with the number of sockets). Owners are not looked up here:
+    only the listeners' are wanted (``ListenerOwners``)."""
     for _attempt in range(3):
         try:
             if specs is None:
                 # The inventory lists every namespace itself and skips one deleted
                 # between its listing and its visit.
-                query = Query(all_netns=True, owners=True)
+                query = Query(all_netns=True, owners=False)
             else:
                 refs = _watched_namespaces(specs, [])
                 if not refs:
                     return
-                query = Query(netns=[ref.path for ref in refs], owners=True)
-            with query.listing(owners_first=True) as listing:
+                query = Query(netns=[ref.path for ref in refs], owners=False)
+            with query.listing() as listing:
                 counts, listeners, orphans = _count(listing)
         except linux.NetnsGone:
             continue  # one named on the command line went away midway: again without it
@@ -186,7 +196,15 @@ def _add_listener(listeners: dict[tuple[str, str, int], Listener], s: Socket) ->
         row = listeners[key] = Listener(s.netns, s.proto, local.address, local.port)
     row.queue_length += s.recv_q
     row.backlog += s.send_q
-    row.commands.update(owner.command for owner in s.owners)
+    if s.inode:
+        row.inodes.append(s.inode)
+
+
+def _listener_commands(listeners: list[Listener], owners: ListenerOwners) -> None:
+    found = owners.commands({inode for lst in listeners for inode in lst.inodes})
+    for lst in listeners:
+        for inode in lst.inodes:
+            lst.commands.update(found.get(inode, ()))
 
 
 def _interfaces(refs: list[linux.NetnsRef], snap: Snapshot) -> None:
