@@ -57,9 +57,9 @@ class Listener:
     address: str
     port: int
     commands: set[str] = field(default_factory=set)  # who holds it; empty: not known
-    inodes: list[int] = field(default_factory=list)  # its sockets
     queue_length: int = 0  # connections waiting for accept()
     backlog: int = 0  # the most that may wait (listen()'s backlog, capped by somaxconn)
+    inodes: list[int] = field(default_factory=list)  # its sockets
 
 
 @dataclass(slots=True)
