@@ -19,10 +19,10 @@ from typing import Any
 
 import bcrypt
 import pytest
-from exporter_helpers import CLI, request, running, samples, spawn_ready, stop, value
+from exporter_helpers import CLI, request, running, samples, spawn_ready, stop, value, wait_for
 
 from certs import make_cert
-from topology import Topology
+from topology import Netns, Topology
 
 pytestmark = pytest.mark.needs_root
 
@@ -44,14 +44,20 @@ time.sleep(120)
 """
 
 
+def namespace(topo: Topology, label: str = "a") -> Netns:
+    """A namespace of the test's with its loopback up."""
+    ns = topo.add_netns(label)
+    topo.run(ns, "ip", "link", "set", "lo", "up")
+    return ns
+
+
 def comm(proc: subprocess.Popen[Any]) -> str:
     """The process's command name as the kernel has it (``ip netns exec`` execs it)."""
     return Path(f"/proc/{proc.pid}/comm").read_text().strip()
 
 
 def test_listeners_connections_queues_and_kernel_counters(topology: Topology) -> None:
-    a = topology.add_netns("a")
-    topology.run(a, "ip", "link", "set", "lo", "up")
+    a = namespace(topology)
     server = spawn_ready(topology, a, SERVER, "8080")
     with running("-N", a.name) as exporter:
         found = exporter.metrics()
@@ -91,8 +97,7 @@ time.sleep(120)
 
 
 def test_a_full_accept_queue_counts_overflows_and_time_wait(topology: Topology) -> None:
-    a = topology.add_netns("a")
-    topology.run(a, "ip", "link", "set", "lo", "up")
+    a = namespace(topology)
     spawn_ready(topology, a, OVERFLOW)
     # TIME_WAIT: a connection closed by the side that closes first.
     topology.run(a, sys.executable, "-c", (
@@ -266,8 +271,7 @@ def test_port_in_use_bad_config_and_bad_arguments_are_one_line(tmp_path: Path) -
 def test_without_privilege_one_line_and_with_the_units_capabilities_it_runs(topology: Topology) -> None:
     """As nobody: refused in one line. As nobody with the capabilities the systemd unit
     grants (ambient), it sees a root process's listener and its command."""
-    a = topology.add_netns("a")
-    topology.run(a, "ip", "link", "set", "lo", "up")
+    a = namespace(topology)
     server = spawn_ready(topology, a, SERVER, "8080")
     setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     done = subprocess.run([*setpriv, *CLI, "exporter", "--listen", "127.0.0.1:0"], capture_output=True,
@@ -319,8 +323,7 @@ def test_tls_and_basic_auth_from_a_web_config_file(tmp_path: Path, topology: Top
 
 
 def test_interface_counters_only_with_the_flag(topology: Topology) -> None:
-    a = topology.add_netns("a")
-    topology.run(a, "ip", "link", "set", "lo", "up")
+    a = namespace(topology)
     topology.run(a, "ping", "-c", "3", "-i", "0.2", "-q", "127.0.0.1")
     with running("-N", a.name) as exporter:
         assert "sockscope_interface_receive_bytes" not in exporter.metrics()
@@ -329,3 +332,108 @@ def test_interface_counters_only_with_the_flag(topology: Topology) -> None:
     assert value(found, "sockscope_interface_receive_packets", netns=a.name, interface="lo") == 6
     assert value(found, "sockscope_interface_transmit_bytes", netns=a.name, interface="lo") == value(
         found, "sockscope_interface_receive_bytes", netns=a.name, interface="lo")
+
+
+# A TCP sink named sys.argv[1] (its command name) on 127.0.0.1:8090: reads
+# everything every client sends; prints "ready".
+SINK = r"""
+import socket, sys, threading, time
+open("/proc/self/comm", "w").write(sys.argv[1])
+lst = socket.create_server(("127.0.0.1", 8090), backlog=64)
+def drain(conn):
+    while conn.recv(1 << 16):
+        pass
+def serve():
+    while True:
+        threading.Thread(target=drain, args=(lst.accept()[0],), daemon=True).start()
+threading.Thread(target=serve, daemon=True).start()
+print("ready", flush=True)
+time.sleep(300)
+"""
+# A client named sys.argv[1] that sends sys.argv[2] bytes to the sink, then holds the
+# connection; prints "ready" once everything is sent.
+SENDER = r"""
+import socket, sys, time
+open("/proc/self/comm", "w").write(sys.argv[1])
+s = socket.create_connection(("127.0.0.1", 8090))
+s.sendall(b"x" * int(sys.argv[2]))
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def within(measured: float | None, expected: float, share: float = 0.02) -> bool:
+    return measured is not None and abs(measured - expected) <= share * expected
+
+
+def test_per_process_bytes_pids_and_the_series_cap(topology: Topology) -> None:
+    a = namespace(topology)
+    spawn_ready(topology, a, SINK, "sink")
+    with running("-N", a.name, "--max-series", "2") as capped, running("-N", a.name, "--pids") as by_pid:
+        capped.scrape()  # the baseline is taken before any byte moves
+        senders = {name: spawn_ready(topology, a, SENDER, name, str(size))
+                   for name, size in (("alpha", 3_000_000), ("beta", 1_000_000), ("gamma", 0))}
+
+        def all_received() -> dict[str, list[Any]] | None:
+            f = capped.metrics()
+            got = value(f, "sockscope_process_tcp_received_bytes",
+                        "sockscope_process_tcp_received_bytes_total", command="sink", netns=a.name)
+            return f if within(got, 4_000_000) else None
+
+        found = wait_for(all_received)
+        by_pid_found = by_pid.metrics()
+    sent = {s.labels["command"]: s.value for s in found["sockscope_process_tcp_sent_bytes"]
+            if s.name.endswith("_total")}
+    # Two label sets kept, the busiest; beta and gamma added up into "other".
+    assert set(sent) == {"sink", "alpha", "other"}, sent
+    assert within(sent["alpha"], 3_000_000) and within(sent["other"], 1_000_000)
+    connections = {s.labels["command"]: s.value for s in found["sockscope_process_connections"]}
+    assert connections == {"sink": 3, "alpha": 1, "other": 2}
+    labels = {s.labels["command"]: s.labels for s in found["sockscope_process_connections"]}
+    assert labels["alpha"]["user"] == "root" and labels["alpha"]["netns"] == a.name
+    assert labels["other"]["user"] == labels["other"]["netns"] == labels["other"]["container"] == ""
+    assert all("pid" not in x for x in labels.values())
+    pids = {s.labels["command"]: s.labels["pid"] for s in by_pid_found["sockscope_process_connections"]}
+    assert pids["alpha"] == str(senders["alpha"].pid) and pids["beta"] == str(senders["beta"].pid)
+    assert within(value(by_pid_found, "sockscope_process_tcp_sent_bytes",
+                        "sockscope_process_tcp_sent_bytes_total", command="beta"), 1_000_000)
+
+
+# UDP: a receiver named "udprecv" on 127.0.0.1:8091 and a sender named "udpsend"
+# that sends sys.argv[1] datagrams of 1,000 bytes; each prints "ready".
+UDP_RECEIVER = r"""
+import socket, time
+open("/proc/self/comm", "w").write("udprecv")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 8091))
+print("ready", flush=True)
+while True:
+    s.recv(2048)
+"""
+UDP_SENDER = r"""
+import socket, sys, time
+open("/proc/self/comm", "w").write("udpsend")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[1])):
+    s.sendto(b"u" * 1000, ("127.0.0.1", 8091))
+    time.sleep(0.001)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_udp_bytes_per_process_with_the_flag(topology: Topology) -> None:
+    a = namespace(topology)
+    spawn_ready(topology, a, UDP_RECEIVER)
+    with running("-N", a.name, "--udp") as exporter:
+        exporter.scrape()
+        spawn_ready(topology, a, UDP_SENDER, "200")
+
+        def udp(command: str, direction: str) -> float | None:
+            return value(exporter.metrics(), f"sockscope_process_udp_{direction}_bytes",
+                         f"sockscope_process_udp_{direction}_bytes_total", command=command)
+
+        wait_for(lambda: within(udp("udprecv", "received"), 200_000), timeout=20)
+        assert within(udp("udpsend", "sent"), 200_000)
+    with running("-N", a.name) as plain:
+        assert "sockscope_process_udp_sent_bytes" not in plain.metrics()

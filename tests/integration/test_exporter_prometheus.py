@@ -44,6 +44,16 @@ conns = [socket.create_connection(("198.51.100.1", 8080)) for _ in range(int(sys
 print("ready", flush=True)
 time.sleep(300)
 """
+# In namespace "client", named "pusher": sends sys.argv[1] bytes to the server, holds on.
+PUSHER = r"""
+import socket, sys, time
+open("/proc/self/comm", "w").write("pusher")
+s = socket.create_connection(("198.51.100.1", 8080))
+s.sendall(b"x" * int(sys.argv[1]))
+print("ready", flush=True)
+time.sleep(300)
+"""
+SENT = 2_000_000
 
 
 def free_port() -> int:
@@ -127,3 +137,19 @@ def test_prometheus_scrapes_listeners_and_connections(topology: Topology) -> Non
         wait_for(lambda: [float(s["value"][1]) for s in query(
             api, f'sockscope_sockets{{netns="{client_ns.name}", proto="tcp", state="ESTABLISHED"}}')]
             == [17.0], timeout=30)
+        # Bytes per process: what the pusher sent, and what the server received, within 2 %.
+        spawn_ready(topology, client_ns, PUSHER, str(SENT))
+
+        def moved(promql: str) -> float | None:
+            found = query(api, promql)
+            return float(found[0]["value"][1]) if len(found) == 1 else None
+
+        pushed = f'sockscope_process_tcp_sent_bytes_total{{netns="{client_ns.name}", command="pusher"}}'
+        received = (f'sockscope_process_tcp_received_bytes_total'
+                    f'{{netns="{server_ns.name}", command="{command}"}}')
+        wait_for(lambda: (moved(pushed) or 0) >= 0.98 * SENT and (moved(received) or 0) >= 0.98 * SENT,
+                 timeout=30)
+        assert abs((moved(pushed) or 0) - SENT) <= 0.02 * SENT
+        assert abs((moved(received) or 0) - SENT) <= 0.02 * SENT
+        connections = moved(f'sockscope_process_connections{{netns="{server_ns.name}", command="{command}"}}')
+        assert connections == 18  # 12 + 5 + the pusher's

@@ -75,6 +75,8 @@ class Totals:
     tcp_sent_bytes: int = 0
     tcp_received_bytes: int = 0
     tcp_retransmitted_segments: int = 0
+    udp_sent_bytes: int = 0
+    udp_received_bytes: int = 0
     connections: int = 0
 
 
@@ -108,6 +110,17 @@ def test_folded_counters_never_go_backwards() -> None:
             seen[key] = row.sent
     other = seen[(OTHER, "", "", "", "")]
     assert other > 0
+
+
+def test_udp_bytes_count_towards_the_busiest_and_fold_too() -> None:
+    folding = Folding(1)
+    rows = folding.fold([Totals("dns", udp_received_bytes=900, udp_sent_bytes=100),
+                         Totals("web", tcp_sent_bytes=500)])
+    assert rows[0].command == "dns"
+    rows = folding.fold([Totals("dns", udp_received_bytes=2000, udp_sent_bytes=100),
+                         Totals("web", tcp_sent_bytes=500, udp_sent_bytes=7)])
+    other = rows[-1]
+    assert (other.command, other.sent, other.udp_sent) == (OTHER, 500, 7)
 
 
 def test_folding_ties_keep_what_is_already_exported() -> None:
@@ -177,6 +190,16 @@ def test_families_in_the_text_format_with_escaped_labels() -> None:
     commands = {s.labels["command"] for s in families["sockscope_process_tcp_sent_bytes"].samples}
     assert commands == {'py"thon\\\n', "\ufffd\ufffdbad"}  # not UTF-8: replaced, never a crash
     assert all("pid" not in s.labels for s in families["sockscope_process_connections"].samples)
+    assert "sockscope_process_udp_sent_bytes" not in families  # only with udp=True
+
+
+def test_udp_families_with_udp() -> None:
+    snap = _snapshot()
+    snap.processes = Folding(10).fold([Totals("dns", udp_sent_bytes=12, udp_received_bytes=34)])
+    _, registry = _collector(snap, traffic=True, udp=True)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert [s.value for s in families["sockscope_process_udp_sent_bytes"].samples] == [12]
+    assert [s.value for s in families["sockscope_process_udp_received_bytes"].samples] == [34]
 
 
 def test_openmetrics_output_parses_and_ends_with_eof() -> None:

@@ -9,14 +9,16 @@ import signal
 import sys
 from types import FrameType
 
-from sockscope.errors import PermissionNeeded, SockscopeError
+from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
 from sockscope.platform import linux
 
 from .argtypes import MAX_INTERVAL, positive_int
 
 # What an exporter needs to see every namespace and every process's sockets:
 # setns (CAP_SYS_ADMIN), other users' /proc/PID/fd and ns/net (CAP_SYS_PTRACE,
-# CAP_DAC_READ_SEARCH). deploy/sockscope-exporter.service grants exactly these.
+# CAP_DAC_READ_SEARCH). deploy/sockscope-exporter.service grants these, and
+# CAP_NET_ADMIN for the kernel's socket-destroy messages (--udp's eBPF programs
+# load under CAP_SYS_ADMIN).
 NEEDED_CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH")
 
 
@@ -34,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from sockscope.exporter import DEFAULT_LISTEN, DEFAULT_MAX_SERIES
 
     p.usage = ("sockscope exporter [--listen ADDR:PORT] [--web.config.file FILE] [-N NETNS ...] "
-               "[--pids] [--max-series N] [--min-interval SECONDS] [--interfaces]")
+               "[--pids] [--max-series N] [--min-interval SECONDS] [--interfaces] [--udp] "
+               "[--no-processes]")
     p.add_argument("--listen", "--web.listen-address", dest="listen", metavar="ADDR:PORT",
                    default=DEFAULT_LISTEN,
                    help=f"where to serve /metrics (default {DEFAULT_LISTEN}; :PORT for every address)")
@@ -52,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "concurrent scrapes share one)")
     p.add_argument("--interfaces", action="store_true",
                    help="interface counters per namespace too (node_exporter has the host's)")
+    p.add_argument("--udp", action="store_true",
+                   help="UDP bytes per process too (loads sockscope top's eBPF counters into the kernel)")
+    p.add_argument("--no-processes", action="store_true",
+                   help="no per-process series (no traffic accounting: cheaper scrapes)")
 
 
 class _Terminated(Exception):
@@ -72,9 +79,23 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SockscopeError(f"the exporter needs {exc.name or 'prometheus-client'}: "
                              "pip install 'sockscope[exporter]' (scripts/setup.sh does)") from None
-    exporter = Exporter(args.listen, netns=args.netns, pids=args.pids, max_series=args.max_series,
-                        min_interval=args.min_interval, interfaces=args.interfaces,
-                        web_config_file=args.web_config)
+    if args.udp and args.no_processes:
+        raise UsageError("--udp counts bytes per process: it cannot go with --no-processes")
+    sampler = None
+    if not args.no_processes:
+        from sockscope.traffic import Sampler
+
+        # The counters source (tcp_info) loads nothing into the kernel; --udp asks
+        # for the eBPF send/receive counters, which count UDP too.
+        sampler = Sampler(args.netns, per_pid=args.pids, source="bpf" if args.udp else "counters")
+    try:
+        exporter = Exporter(args.listen, netns=args.netns, pids=args.pids, max_series=args.max_series,
+                            min_interval=args.min_interval, interfaces=args.interfaces,
+                            web_config_file=args.web_config, traffic=sampler, udp=args.udp)
+    except BaseException:
+        if sampler is not None:
+            sampler.close()
+        raise
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         sys.stderr.write(f"sockscope exporter: listening on {exporter.url}/metrics\n")
@@ -87,4 +108,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         exporter.close()
+        if sampler is not None:
+            sampler.close()
     return 0

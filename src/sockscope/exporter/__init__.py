@@ -59,13 +59,14 @@ class Exporter:
     sets exported (the rest fold into ``command="other"``). ``min_interval``:
     seconds a collection is reused. ``interfaces``: interface counters too.
     ``traffic``: the per-process traffic source (a ``sockscope.traffic.Sampler``),
-    None for no per-process series.
+    None for no per-process series; ``udp``: its UDP byte counters are exported
+    (a sampler whose source counts UDP: ``source="bpf"``).
     """
 
     def __init__(self, listen: str = DEFAULT_LISTEN, *, netns: Sequence[str] | None = None,
                  pids: bool = False, max_series: int = DEFAULT_MAX_SERIES, min_interval: float = 0.0,
                  interfaces: bool = False, web_config_file: str | None = None,
-                 traffic: TrafficSource | None = None, client_timeout: float = 10.0,
+                 traffic: TrafficSource | None = None, udp: bool = False, client_timeout: float = 10.0,
                  max_connections: int = 64) -> None:
         from prometheus_client.process_collector import ProcessCollector
         from prometheus_client.registry import CollectorRegistry
@@ -91,7 +92,7 @@ class Exporter:
 
         self.shared = SharedCollection(make, min_interval)
         self.collector = SnapshotCollector(self.shared, per_pid=pids, traffic=traffic is not None,
-                                           interfaces=interfaces)
+                                           udp=udp and traffic is not None, interfaces=interfaces)
         self.shared.after = self.collector.count_errors
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)

@@ -54,10 +54,11 @@ class SnapshotCollector(Collector):
     """Yields the families of the snapshot ``shared`` hands out for this scrape."""
 
     def __init__(self, shared: SharedCollection, *, per_pid: bool = False,
-                 traffic: bool = True, interfaces: bool = False) -> None:
+                 traffic: bool = True, udp: bool = False, interfaces: bool = False) -> None:
         self.shared = shared
         self.per_pid = per_pid
         self.traffic = traffic
+        self.udp = udp
         self.interfaces = interfaces
         self.errors: dict[str, int] = {}  # part -> collections in which it failed
 
@@ -159,7 +160,8 @@ class SnapshotCollector(Collector):
     def process_families(self, rows: list[ProcessRow]) -> Iterator[Metric]:
         labels = (*PROCESS_LABELS, "pid") if self.per_pid else PROCESS_LABELS
         connections = GaugeMetricFamily(PREFIX + "process_connections",
-                                        "TCP connections and UDP sockets the processes hold.", labels=labels)
+                                        "TCP connections (not listeners) and UDP sockets the processes hold.",
+                                        labels=labels)
         sent = CounterMetricFamily(PREFIX + "process_tcp_sent_bytes",
                                    "TCP payload bytes the processes sent (retransmissions not counted).",
                                    labels=labels)
@@ -168,6 +170,11 @@ class SnapshotCollector(Collector):
         retransmitted = CounterMetricFamily(PREFIX + "process_tcp_retransmitted_segments",
                                             "TCP segments the processes' connections retransmitted.",
                                             labels=labels)
+        udp_sent = CounterMetricFamily(PREFIX + "process_udp_sent_bytes",
+                                       "UDP payload bytes the processes sent (with --udp).", labels=labels)
+        udp_received = CounterMetricFamily(PREFIX + "process_udp_received_bytes",
+                                           "UDP payload bytes the processes received (with --udp).",
+                                           labels=labels)
         for row in rows:
             values = [label(row.command), label(row.user), label(row.netns), label(row.container)]
             if self.per_pid:
@@ -176,10 +183,15 @@ class SnapshotCollector(Collector):
             sent.add_metric(values, row.sent)
             received.add_metric(values, row.received)
             retransmitted.add_metric(values, row.retransmitted)
+            udp_sent.add_metric(values, row.udp_sent)
+            udp_received.add_metric(values, row.udp_received)
         yield connections
         yield sent
         yield received
         yield retransmitted
+        if self.udp:
+            yield udp_sent
+            yield udp_received
 
     def interface_families(self, snap: Snapshot) -> Iterator[Metric]:
         for name, attribute, text in INTERFACE_COUNTERS:

@@ -40,11 +40,21 @@ class ProcessTotals(Protocol):
     @property
     def tcp_retransmitted_segments(self) -> int: ...
     @property
+    def udp_sent_bytes(self) -> int: ...
+    @property
+    def udp_received_bytes(self) -> int: ...
+    @property
     def connections(self) -> int: ...
 
 
 # command, user, netns, container, pid ("" where there is none)
 ProcessKey = tuple[str, str, str, str, str]
+Counts = tuple[int, ...]  # a row's counters, in COUNTERS order
+
+# The counters of a row, as (ProcessRow attribute, ProcessTotals attribute).
+COUNTERS = (("sent", "tcp_sent_bytes"), ("received", "tcp_received_bytes"),
+            ("retransmitted", "tcp_retransmitted_segments"), ("udp_sent", "udp_sent_bytes"),
+            ("udp_received", "udp_received_bytes"))
 
 
 @dataclass(slots=True)
@@ -60,16 +70,27 @@ class ProcessRow:
     sent: int = 0
     received: int = 0
     retransmitted: int = 0
+    udp_sent: int = 0
+    udp_received: int = 0
 
     @property
     def key(self) -> ProcessKey:
         return (self.command, self.user, self.netns, self.container, self.pid)
 
+    @property
+    def counts(self) -> Counts:
+        return tuple(getattr(self, name) for name, _ in COUNTERS)
+
+    def add(self, counts: Counts) -> None:
+        for (name, _), value in zip(COUNTERS, counts, strict=True):
+            setattr(self, name, getattr(self, name) + value)
+
     @classmethod
     def of(cls, t: ProcessTotals) -> ProcessRow:
-        return cls(t.command, t.user or "", t.netns, t.container or "",
-                   "" if t.pid is None else str(t.pid), t.connections, t.tcp_sent_bytes,
-                   t.tcp_received_bytes, t.tcp_retransmitted_segments)
+        row = cls(t.command, t.user or "", t.netns, t.container or "",
+                  "" if t.pid is None else str(t.pid), t.connections)
+        row.add(tuple(getattr(t, total) for _, total in COUNTERS))
+        return row
 
 
 class Folding:
@@ -79,7 +100,7 @@ class Folding:
         if max_series < 1:
             raise ValueError("max_series must be at least 1")
         self.max_series = max_series
-        self._last: dict[ProcessKey, tuple[int, int, int]] = {}
+        self._last: dict[ProcessKey, Counts] = {}
         self._kept: set[ProcessKey] = set()
         self._other: ProcessRow | None = None
         self.folded = 0  # label sets folded into "other" by the last call
@@ -94,15 +115,13 @@ class Folding:
                 current[new.key] = new
                 continue
             row.connections += new.connections
-            row.sent += new.sent
-            row.received += new.received
-            row.retransmitted += new.retransmitted
+            row.add(new.counts)
         increases = {key: self._increase(key, row) for key, row in current.items()}
-        self._last = {key: (row.sent, row.received, row.retransmitted) for key, row in current.items()}
+        self._last = {key: row.counts for key, row in current.items()}
 
         def busiest(key: ProcessKey) -> tuple[int, bool, int]:
-            sent, received, _ = increases[key]
-            return (sent + received, key in self._kept, current[key].connections)
+            sent, received, _, udp_sent, udp_received = increases[key]
+            return (sent + received + udp_sent + udp_received, key in self._kept, current[key].connections)
 
         ranked = sorted(current, key=busiest, reverse=True)
         kept = ranked[: self.max_series]
@@ -116,20 +135,17 @@ class Folding:
         if other is not None:
             other.connections = 0
             for key in folded:
-                sent, received, retransmitted = increases[key]
-                other.sent += sent
-                other.received += received
-                other.retransmitted += retransmitted
+                other.add(increases[key])
                 other.connections += current[key].connections
             rows.append(other)  # once it exists it stays, so its counters never vanish
         return rows
 
-    def _increase(self, key: ProcessKey, row: ProcessRow) -> tuple[int, int, int]:
+    def _increase(self, key: ProcessKey, row: ProcessRow) -> Counts:
         """What the set moved since the previous collection; all of it for a new set,
         and for one whose totals went backwards (dropped and made again by the
         sampler): its counters restarted."""
         last = self._last.get(key)
-        now = (row.sent, row.received, row.retransmitted)
+        now = row.counts
         if last is None or any(n < b for n, b in zip(now, last, strict=True)):
             return now
-        return (now[0] - last[0], now[1] - last[1], now[2] - last[2])
+        return tuple(n - b for n, b in zip(now, last, strict=True))
