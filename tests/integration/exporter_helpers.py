@@ -80,8 +80,10 @@ def value(found: dict[str, list[Any]], metric: str, sample: str | None = None, /
 
 
 def start(*args: str, preexec_fn: Callable[[], None] | None = None,
-          env: dict[str, str] | None = None, timeout: float = 20) -> Running:
-    """Start the exporter on an ephemeral loopback port; returns once it listens."""
+          env: dict[str, str] | None = None, timeout: float = 120) -> Running:
+    """Start the exporter on an ephemeral loopback port; returns once it listens
+    (watching every namespace of a busy shared host, the traffic accounting's
+    baseline can take many seconds)."""
     proc = subprocess.Popen([*CLI, "exporter", "--listen", "127.0.0.1:0", *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec_fn,
                             env=env, start_new_session=True)

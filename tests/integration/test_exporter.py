@@ -78,6 +78,23 @@ def test_listeners_connections_queues_and_kernel_counters(topology: Topology) ->
     assert {s.labels["netns"] for s in found["sockscope_sockets"]} == {a.name}
 
 
+def test_a_real_scrape_passes_promtool_and_the_openmetrics_parser(topology: Topology) -> None:
+    """promtool check metrics (it reads the text format) on a scrape with every
+    family; the OpenMetrics answer through prometheus-client's strict parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+
+    a = namespace(topology)
+    spawn_ready(topology, a, SERVER, "8080")
+    with running("-N", a.name, "--pids", "--interfaces") as exporter:
+        text = exporter.scrape()
+        om = exporter.scrape(headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert "sockscope_listener_info" in text.text and "sockscope_process_connections" in text.text
+    done = subprocess.run(["promtool", "check", "metrics"], input=text.body, capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = {f.name for f in openmetrics(om.text)}
+    assert {"sockscope_listen_overflows", "sockscope_interface_receive_bytes"} <= names
+
+
 # A listener with backlog 1 that never accepts, and 8 clients: the queue overflows.
 OVERFLOW = r"""
 import socket, sys, time
