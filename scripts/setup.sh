@@ -33,6 +33,10 @@ if [ "$want_test" = 1 ]; then
     apt_pkgs+=(iperf3 tmux)
     # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
     apt_pkgs+=(traceroute nmap iputils-ping)
+    # prometheus: the exporter's tests scrape it with the real server and check its
+    # output and alerting rules with promtool; openssl makes their TLS certificates;
+    # systemd checks its unit file (systemd-analyze verify); util-linux: setpriv.
+    apt_pkgs+=(prometheus openssl systemd util-linux)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
@@ -68,9 +72,10 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-extra=""
-[ "$want_test" = 1 ] && extra="[test]"
-[ "$want_bench" = 1 ] && extra="[test,bench]"
+# exporter: prometheus-client, PyYAML, bcrypt for `sockscope exporter` (README).
+extra="[exporter]"
+[ "$want_test" = 1 ] && extra="[exporter,test]"
+[ "$want_bench" = 1 ] && extra="[exporter,test,bench]"
 stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ bin/sockscope -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"

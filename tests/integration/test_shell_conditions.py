@@ -121,6 +121,10 @@ CASES = [
     # shared machine must not delay its first sample past the harness's settle time).
     Case("top", ("top", "--jsonl", "--interval", "0.1", "-N", "{ns_b}"), long=True, privileged=True,
          netns=True),
+    Case("exporter", ("exporter", "--listen", "127.0.0.1:0"), long=True, output=False, privileged=True,
+         chatter=(r"^sockscope exporter: listening on ",)),
+    Case("exporter-netns", ("exporter", "--listen", "127.0.0.1:0", "-N", "{ns_b}"), long=True, output=False,
+         netns=True, privileged=True, chatter=(r"^sockscope exporter: listening on ",)),
 ]
 
 # Cases known to fail today, each with the defect it shows. strict: once fixed, the
