@@ -263,8 +263,8 @@ def test_relay_round_trip_unix_kinds(shared_dir: Path) -> None:
                 assert c.recv(100) == b"DATAGRAM"
                 c.close()
             else:
-                out = subprocess.run([*CLI, "connect", f"{kind}:{path}"], input=b"hello", capture_output=True,
-                                     timeout=30)
+                out = subprocess.run([*CLI, "connect", "-N", f"{kind}:{path}"], input=b"hello",
+                                     capture_output=True, timeout=30)
                 assert out.stdout == b"HELLO", out
         finally:
             server.terminate()
@@ -286,7 +286,7 @@ def test_relay_round_trip_inet(kind: str) -> None:
                               stderr=subprocess.PIPE, text=True)
     try:
         assert server.stderr and "listening" in server.stderr.readline()
-        out = subprocess.run([*CLI, "connect", f"{kind}:127.0.0.1:{port}"], input=b"hello",
+        out = subprocess.run([*CLI, "connect", "-N", f"{kind}:127.0.0.1:{port}"], input=b"hello",
                              capture_output=True, timeout=30)
         assert out.stdout == b"HELLO" and out.returncode == 0, out
     finally:
@@ -402,7 +402,7 @@ def test_keep_open_serves_the_next_client_after_a_reset(shared_dir: Path) -> Non
 
 
 def test_relay_ends_quietly_when_the_peer_is_gone() -> None:
-    from sockscope.services.relay import relay
+    from sockscope.services.relay import Input, Output, RelayOptions, relay_stream
 
     a, b = socket.socketpair()
     b.close()
@@ -410,7 +410,8 @@ def test_relay_ends_quietly_when_the_peer_is_gone() -> None:
     os.write(w, b"into the void")
     out_r, out_w = os.pipe()
     try:
-        relay(a, r, out_w, stream=True)  # EPIPE or EOF: either way it returns
+        # EPIPE or EOF: either way it returns
+        assert relay_stream(a, Input(r), Output(out_w), RelayOptions()) in ("done", "reset")
     finally:
         for fd in (r, w, out_r, out_w):
             os.close(fd)
@@ -423,7 +424,8 @@ def test_abstract_names_and_the_classic_pair(shared_dir: Path) -> None:
                               text=True)
     try:
         assert server.stderr and "listening" in server.stderr.readline()
-        out = subprocess.run([*CLI, "connect", name], input=b"abstract", capture_output=True, timeout=30)
+        out = subprocess.run([*CLI, "connect", "-N", name], input=b"abstract", capture_output=True,
+                             timeout=30)
         assert out.stdout == b"ABSTRACT", out
     finally:
         server.terminate()
