@@ -302,6 +302,9 @@ def bench(args: argparse.Namespace, runner: Runner) -> int:
 
 
 if __name__ == "__main__":
+    import sandbox  # bench/: no packet of a benchmark leaves the host
+
+    sandbox.enter()
     try:
         raise SystemExit(main())
     except KeyboardInterrupt as exc:

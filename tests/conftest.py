@@ -7,6 +7,16 @@
   "skipped in CI: <reason>", so CI cannot go green while silently testing less.
   xfail is left alone: it is an expected failure, not missing coverage.
 - At session start, namespaces left behind by killed earlier runs are removed.
+- The sandbox: run as root, pytest always runs inside a network namespace made for
+  the run (scripts/sandbox-netns.sh: loopback only, no route off the host). The
+  README's test command starts it there; a plain ``pytest`` re-executes itself
+  there at start-up. A test that forgets to enter its own topology therefore gets
+  "Network is unreachable" instead of sending a packet off the host
+  (tests/integration/test_sandbox.py holds this).
+- Resources are counted (tests/resources.py): around every test the process's
+  descriptors, child processes, threads, the network namespaces it may have made
+  and the nftables ruleset are recorded, and anything left behind fails the test
+  that left it (a teardown error naming what leaked).
 """
 
 from __future__ import annotations
@@ -25,11 +35,14 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from resources import Snapshot, leaks_after  # noqa: E402
 from topology import Topology, cleanup_stale  # noqa: E402
 
 pytest_plugins = ["pytester"]
 
 RULES_PLUGIN_NAME = "sockscope-test-rules"
+SANDBOX_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "sandbox-netns.sh"
+SANDBOX_ENV = "SOCKSCOPE_SANDBOX_NETNS"
 
 
 def ci_enabled() -> bool:
@@ -85,8 +98,22 @@ class SuiteRules:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _enter_sandbox(config)
     if not config.pluginmanager.has_plugin(RULES_PLUGIN_NAME):
         config.pluginmanager.register(SuiteRules(), RULES_PLUGIN_NAME)
+
+
+def _enter_sandbox(config: pytest.Config) -> None:
+    """Re-execute this pytest run inside a network namespace of its own, unless it
+    already runs in one or cannot make one (not root, no iproute2)."""
+    if os.environ.get(SANDBOX_ENV) or os.geteuid() != 0 or shutil.which("ip") is None:
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # give the real stdout/stderr back before exec
+        capture.stop_global_capturing()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv("/bin/bash", ["bash", str(SANDBOX_SCRIPT), sys.executable, *sys.orig_argv[1:]])
 
 
 def _netns_capable() -> str | None:
@@ -103,6 +130,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         removed = cleanup_stale()
         if removed:
             print(f"removed stale test namespaces/links: {' '.join(removed)}", file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _counted_resources() -> Iterator[None]:
+    """Fail the test that leaves a descriptor, child, thread, namespace or
+    nftables change behind (see tests/resources.py)."""
+    before = Snapshot.take()
+    yield
+    leaked = leaks_after(before)
+    if leaked:
+        pytest.fail("left behind:\n  " + "\n  ".join(leaked), pytrace=False)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
 
     sockets(...)      the socket inventory (sock_diag), with owners
+    iter_sockets(...) the same, one socket at a time (memory flat however many)
     interfaces()      interface counters and addresses (rtnetlink)
     kill_sockets(...) destroy sockets (SOCK_DESTROY)
     watch(...)        socket events: new, state change, closed
@@ -29,6 +30,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sockets": "sockscope.inventory.query",
+    "iter_sockets": "sockscope.inventory.query",
+    "SocketList": "sockscope.inventory.query",
+    "InventoryWarning": "sockscope.inventory.model",
     "Socket": "sockscope.inventory.model",
     "Owner": "sockscope.inventory.model",
     "InetAddress": "sockscope.inventory.model",
@@ -58,6 +62,7 @@ _EXPORTS = {
     "Verdict": "sockscope.divert",
     "SockscopeError": "sockscope.errors",
     "UsageError": "sockscope.errors",
+    "PermissionNeeded": "sockscope.errors",
     "Policy": "sockscope.policy",
     "peer_credentials": "sockscope.services",
     "PeerCredentials": "sockscope.services",
@@ -72,17 +77,20 @@ __all__ = [
     "DivertPacket",
     "InetAddress",
     "Interface",
+    "InventoryWarning",
     "Memory",
     "NetlinkAddress",
     "Owner",
     "PacketAddress",
     "PeerCredentials",
+    "PermissionNeeded",
     "PingResult",
     "Policy",
     "ScanResult",
     "Server",
     "Socket",
     "SocketEvent",
+    "SocketList",
     "SockscopeError",
     "TcpInfo",
     "TraceResult",
@@ -93,6 +101,7 @@ __all__ = [
     "capture",
     "divert",
     "interfaces",
+    "iter_sockets",
     "kill_sockets",
     "parse_filter",
     "peer_credentials",
@@ -113,12 +122,13 @@ if TYPE_CHECKING:
     from sockscope.capture.inject import replay, send_frame
     from sockscope.capture.packet import CapturedPacket
     from sockscope.divert import Divert, DivertPacket, Verdict, divert
-    from sockscope.errors import SockscopeError, UsageError
+    from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
     from sockscope.inventory.filter import parse_filter
     from sockscope.inventory.interfaces import Interface, interfaces
     from sockscope.inventory.kill import kill_sockets
     from sockscope.inventory.model import (
         InetAddress,
+        InventoryWarning,
         Memory,
         NetlinkAddress,
         Owner,
@@ -127,7 +137,7 @@ if TYPE_CHECKING:
         TcpInfo,
         UnixAddress,
     )
-    from sockscope.inventory.query import sockets
+    from sockscope.inventory.query import SocketList, iter_sockets, sockets
     from sockscope.inventory.watch import SocketEvent, watch
     from sockscope.policy import Policy
     from sockscope.probe.model import PingResult, ScanResult, TraceResult
@@ -155,6 +165,17 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], objec
     return __getattr__
 
 
+def lazy_dir(package: str, exports: dict[str, str]) -> Callable[[], list[str]]:
+    """A package's ``__dir__`` (PEP 562) that lists the lazy exports too, so
+    ``dir()``, ``help()`` and editors' completion see the whole API before any of
+    it has been imported."""
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *exports})
+
+    return __dir__
+
+
 _exported = lazy_exports(__name__, _EXPORTS)
 
 
@@ -164,3 +185,7 @@ def __getattr__(name: str) -> object:
         __import__(f"sockscope.{name}")
         return sys.modules[f"sockscope.{name}"]
     return _exported(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "pcap", "packets"})

@@ -142,3 +142,22 @@ table inet probe_tos {
     }
 }
 """
+
+
+NARROW_MTU = 1400
+
+
+def narrow(topo: Topology, net: ProbeNet) -> str:
+    """Give the r2 - r3 link an MTU of 1400, as a tunnel on the way would; returns
+    the address r2 answers "too big" from (its end of that link)."""
+    link = net.line.links[2]
+    topo.run(link.a, "ip", "link", "set", link.veth.name_a, "mtu", str(NARROW_MTU))
+    topo.run(link.b, "ip", "link", "set", link.veth.name_b, "mtu", str(NARROW_MTU))
+    return link.addr_a
+
+
+def forget_path_mtus(topo: Topology, net: ProbeNet) -> None:
+    """Flush the path MTUs every node has learnt, so a test starts as a fresh host."""
+    for ns in net.line.nodes:
+        topo.run(ns, "ip", "route", "flush", "cache")
+        topo.run(ns, "ip", "-6", "route", "flush", "cache")

@@ -234,7 +234,7 @@ def test_limits_shorten_the_trace(net: probe_net.ProbeNet) -> None:
         (["-m", "256", "198.51.100.26"], "max TTL 256 out of range"),
         (["-f", "0", "198.51.100.26"], "first TTL 0 out of range"),
         (["-f", "9", "-m", "3", "198.51.100.26"], "beyond the max TTL"),
-        (["198.51.100.26", "9000"], "too large for the interface"),
+        (["198.51.100.26", "70000"], "too large: the packet would be 70000 bytes"),
         (["-p", "70000", "198.51.100.26"], "port 70000 out of range"),
         (["-w", "x", "198.51.100.26"], "bad wait"),
         (["-q", "x", "198.51.100.26"], "invalid int value"),
@@ -280,3 +280,25 @@ def test_unprivileged_tcp_verbose_says_the_flow_is_not_kept(net: probe_net.Probe
     ]
     assert lines[5].startswith("note: TCP connect() per probe") and "flow identifier is not kept" in lines[5]
     assert lines[6].startswith("reached in ") and "(no CAP_NET_RAW)" in lines[6]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_a_service_answering_the_probes_is_the_destination(net: probe_net.ProbeNet, v6: bool) -> None:
+    # traceroute -U -p 53 style: right's UDP service answers the probes that reach it.
+    proc = cli(net, "trace", "-U", "-p", str(probe_net.UDP_OPEN), "--json", net.dest(v6))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert addresses(result) == net.hops(v6) and result["reached"] is True
+    assert [p["notes"] for p in result["hops"][-1]["probes"]] == [["udp reply"]] * 3
+    unpriv = in_netns(net.left, lambda: _trace(net.dest(v6), port=probe_net.UDP_OPEN), nobody=True)
+    assert addresses(unpriv) == net.hops(v6) and unpriv["reached"] is True
+
+
+def test_hex_tos_and_a_source_address(net: probe_net.ProbeNet) -> None:
+    proc = cli(net, "trace", "-I", "-v", "-q", "1", "-t", "0x20", "-s", net.line.left_addr, net.dest(False))
+    assert proc.returncode == 0, proc.stderr
+    # r1 rewrites the TOS to 0x20 (CS1): sent as 0x20, it arrives unchanged, so no note.
+    assert "TOS" not in proc.stdout and proc.stdout.splitlines()[4].split()[:2] == ["4", net.dest(False)]
+    proc = cli(net, "trace", "-s", "198.51.100.77", net.dest(False))
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == "sockscope trace: cannot send from 198.51.100.77: Cannot assign requested address\n"

@@ -64,6 +64,7 @@ class Watch:
                                      text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
+        self.stopped: tuple[int, str] | None = None
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -121,6 +122,9 @@ class Watch:
         raise AssertionError("sockscope watch never reported a probe closing")
 
     def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
+        """Signal, reap and close the pipes; again later, the same answer."""
+        if self.stopped is not None:
+            return self.stopped
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -129,8 +133,13 @@ class Watch:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-        assert self.proc.stderr is not None
-        return self.proc.returncode, self.proc.stderr.read()
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        self.reader.join(timeout=5)  # it ends at the closed stdout's end of file
+        errors = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        self.stopped = (self.proc.returncode, errors)
+        return self.stopped
 
 
 @pytest.fixture

@@ -33,6 +33,16 @@ def test_hops_print_like_traceroute() -> None:
         (["trace", "127.0.0.1", "20"], "packet length 20 too small"),
         (["scan", "-p", "1-", "--retries=-1", "127.0.0.1"], "retries -1 out of range"),
         (["scan", "-p", "http", "127.0.0.1"], "bad port list"),
+        # Negative values reach the range checks (argparse alone would say "expected one argument").
+        (["ping", "-c", "-1", "127.0.0.1"], "count -1 out of range 1-2147483647"),
+        (["ping", "-c", "0", "127.0.0.1"], "count 0 out of range 1-2147483647"),
+        (["ping", "-s", "-1", "127.0.0.1"], "size -1 is negative"),
+        (["ping", "-W", "-1", "127.0.0.1"], "timeout must be positive, got -1.0"),
+        (["ping", "-w", "-2", "127.0.0.1"], "deadline must be positive, got -2.0"),
+        (["ping", "-p", "xyz", "127.0.0.1"], "bad pattern 'xyz'"),
+        (["scan", "-p", "80", "--rate", "-1", "127.0.0.1"], "rate must not be negative"),
+        (["trace", "-q", "-1", "127.0.0.1"], "probes per hop -1 out of range"),
+        (["trace", "-t", "0x100", "127.0.0.1"], "TOS 256 out of range 0-255"),
     ],
 )
 def test_bad_arguments_fail_before_anything_is_sent(
@@ -41,3 +51,18 @@ def test_bad_arguments_fail_before_anything_is_sent(
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and words in err and err.count("\n") == 1
+
+
+def test_trace_takes_a_hex_tos_as_traceroute_does() -> None:
+    from sockscope.cli.main import _quick_args
+    from sockscope.cli.parser import build_parser
+
+    assert _quick_args("trace", ["trace", "-t", "0x10", "192.0.2.1"]).tos == 16
+    assert build_parser("trace").parse_args(["trace", "-t", "0x10", "-n", "-I", "192.0.2.1"]).tos == 16
+
+
+def test_ping_deadline_takes_its_number_not_the_host() -> None:
+    from sockscope.cli.parser import build_parser
+
+    args = build_parser("ping").parse_args(["ping", "-w", "2", "192.0.2.1"])
+    assert (args.deadline, args.host) == (2.0, "192.0.2.1")

@@ -242,7 +242,7 @@ def test_ping_counts_a_second_reply_as_a_duplicate_not_as_received() -> None:
 
     from sockscope.probe.engine import Probe
     from sockscope.probe.model import PingError
-    from sockscope.probe.ping import _Pinger
+    from sockscope.probe.ping import _Options, _Pinger
 
     pinger = object.__new__(_Pinger)  # no sockets: replies are handed to the engine below
     pinger.family, pinger.address, pinger.ttl, pinger.payload = socket.AF_INET, "192.0.2.1", 64, b""
@@ -251,7 +251,14 @@ def test_ping_counts_a_second_reply_as_a_duplicate_not_as_received() -> None:
     pinger.sock = _Sent()  # type: ignore[assignment]
     result = PingResult("h", "192.0.2.1", 0)
     events: list[PingReply | PingError] = []
-    steps = pinger.steps(result, 2, 0.05, 5.0, events.append)
+    options = _Options(
+        dict(
+            host="h", count=2, interval=0.05, timeout=5.0, deadline=None, size=0, ttl=64, tos=0,
+            pattern=None, interface=None, pmtudisc=None, family=None, on_reply=events.append,
+            on_start=None, on_send_error=None, on_send=None,
+        )
+    )  # fmt: skip
+    steps = pinger.steps(result, options)
 
     def reply(seq: int, ident: int = 77) -> list[Probe]:
         wire = stack(

@@ -138,7 +138,7 @@ def test_unix_paths_states_and_types() -> None:
     assert (abst.type, abst.state, abst.local) == ("dgram", "UNCONN", UnixAddress("ssc-procnet", True))
     # \x1c would split the line under str.splitlines; \xff is not UTF-8.
     assert one(socks, e["odd"]).local == UnixAddress(e["odd_path"], False)
-    assert one(socks, e["odd_abstract"]).local == UnixAddress("ssc-\\xff", True)  # as sock_diag spells it
+    assert one(socks, e["odd_abstract"]).local == UnixAddress("ssc-\udcff", True)  # as file names decode
     seq = one(socks, e["seqpacket"])
     assert (seq.type, seq.local) == ("seqpacket", None)
 
@@ -225,3 +225,24 @@ def test_twenty_thousand_lines_parse_fast() -> None:
     # About 70 ms on a 2-core CI runner; the bound only catches an accidental
     # per-line regex or quadratic step without flaking on a busy machine.
     assert elapsed < 0.5
+
+
+UNIX_HEADER = "Num       RefCount Protocol Flags    Type St Inode Path\n"
+
+
+def test_unix_paths_with_newlines_continue_their_record() -> None:
+    # Any local user can bind such names; the kernel prints the newline as it is.
+    text = (UNIX_HEADER
+            + "0000000000000000: 00000002 00000000 00010000 0001 01 40001 /tmp/a\nb.sock\n"
+            + "0000000000000000: 00000002 00000000 00000000 0002 01 40002 @x\n\ny\n"
+            + "0000000000000000: 00000002 00000000 00000000 0001 03 40003\n"
+            + "0000000000000000: 00000002 00000000 00000000 0002 01 40004 /tmp/end\n\n")
+    socks = {s.inode: s for s in procnet.parse_unix(text, "n")}
+    assert socks[40001].local == UnixAddress("/tmp/a\nb.sock", False)
+    assert socks[40001].state == "LISTEN"
+    assert socks[40002].local == UnixAddress("x\n\ny", True)
+    assert socks[40003].local is None and socks[40003].state == "ESTABLISHED"
+    assert socks[40004].local == UnixAddress("/tmp/end\n", False)
+    # A continuation of a record without a path cannot come from the kernel.
+    with pytest.raises(ValueError, match="/proc/net/unix: unexpected line"):
+        procnet.parse_unix(UNIX_HEADER + "0000000000000000: 00000002 00000000 00000000 0001 03 5\nx\n", "n")

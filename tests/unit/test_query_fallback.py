@@ -31,12 +31,13 @@ class RefusingSocket:
 
 @pytest.mark.parametrize("kind", ["tcp", "udp", "raw", "unix", "packet"])
 def test_missing_handler_means_fall_back(kind: str) -> None:
-    got = query._dump_kind(RefusingSocket(errno.ENOENT), kind, "inet" if kind in query.INET_PROTOS
-                           else kind, "n", 0xFFFFFFFF, False, False, False, False, lambda i: None)
-    assert got is None  # the caller reads /proc/net instead
+    dump = query._dump_kind(RefusingSocket(errno.ENOENT), kind, "inet" if kind in query.INET_PROTOS
+                            else kind, "n", 0xFFFFFFFF, False, False, False, False, lambda i: None)
+    with pytest.raises(query.NoDiagHandler):  # the caller reads /proc/net instead
+        list(dump)
 
 
 def test_other_kernel_errors_are_one_clear_message() -> None:
     with pytest.raises(SockscopeError, match="sock_diag dump of tcp sockets failed"):
-        query._dump_kind(RefusingSocket(errno.EIO), "tcp", "inet", "n", 0xFFFFFFFF, False, False,
-                         False, False, lambda i: None)
+        list(query._dump_kind(RefusingSocket(errno.EIO), "tcp", "inet", "n", 0xFFFFFFFF, False,
+                              False, False, False, lambda i: None))

@@ -123,3 +123,20 @@ def test_truncated_message_is_rejected() -> None:
     msg = build_message(20, 0, 1, bytes(8))
     with pytest.raises(ValueError):
         list(iter_messages(msg[:-4]))
+
+
+def test_packet_and_netlink_queues_come_from_memory_even_without_it_asked() -> None:
+    # ss shows a packet socket's queued bytes in Recv-Q without -m: so must we.
+    from sockscope.netlink.codec import build_attr
+
+    mem = build_attr(sockdiag.PACKET_DIAG_MEMINFO, struct.pack("=9I", 9984, 212992, 8, 0, 0, 0, 0, 0, 0))
+    payload = memoryview(sockdiag.PACKET_MSG.pack(17, 3, 3, 4242, 1, 0) + mem)
+    sock = sockdiag.parse_packet(payload, "t", {}.get)
+    assert (sock.recv_q, sock.send_q, sock.memory) == (9984, 8, None)
+    assert sockdiag.parse_packet(payload, "t", {}.get, want_memory=True).memory is not None
+    nl = memoryview(sockdiag.NETLINK_MSG.pack(16, 3, 0, 7, 99, 0, 0, 4343, 1, 0)
+                    + build_attr(sockdiag.NETLINK_DIAG_MEMINFO, struct.pack("=9I", *range(1, 10))))
+    sock = sockdiag.parse_netlink(nl, "t")
+    assert (sock.recv_q, sock.send_q, sock.memory) == (1, 3, None)
+    request = sockdiag.PACKET_REQ.unpack(sockdiag.packet_request())
+    assert request[4] & sockdiag.PACKET_SHOW_MEMINFO

@@ -46,3 +46,16 @@ def seconds_or_zero(text: str) -> float:
     except ValueError:
         pass
     return seconds(text)
+
+
+# Longest --interval accepted: a day. Beyond it (inf, 1e308) no timer can wait that
+# long, and nobody means it.
+MAX_INTERVAL = 86400.0
+
+
+def interval(text: str) -> float:
+    """Seconds between two looks: positive and at most MAX_INTERVAL."""
+    value = positive_float(text)
+    if value > MAX_INTERVAL:
+        raise argparse.ArgumentTypeError(f"at most {MAX_INTERVAL:g} seconds (a day): {text!r}")
+    return value

@@ -12,7 +12,7 @@ from sockscope.errors import UsageError
 from sockscope.inventory.interfaces import Interface, InterfaceRates, interfaces, rates
 
 from . import output
-from .argtypes import positive_float, positive_int
+from .argtypes import interval, positive_int
 
 HEADERS = ("Iface", "State", "MTU", "RX-bytes", "RX-pkts", "RX-err", "RX-drop",
            "TX-bytes", "TX-pkts", "TX-err", "TX-drop", "Addresses")
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-N", "--netns", metavar="NAME|PATH|PID", help="look in this network namespace")
     p.add_argument("--json", action="store_true",
                    help="one JSON array (with --interval: one JSON object per line and interval)")
-    p.add_argument("--interval", type=positive_float, metavar="SECONDS",
+    p.add_argument("--interval", type=interval, metavar="SECONDS",
                    help="print rates every SECONDS until Ctrl-C")
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N intervals")
 

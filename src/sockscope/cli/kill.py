@@ -18,7 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(SOCK_DESTROY, as ss -K). An empty filter is refused.")
     p.add_argument("-t", "--tcp", action="store_true", help="TCP only")
     p.add_argument("-u", "--udp", action="store_true", help="UDP only")
-    p.add_argument("-l", "--listening", action="store_true", help="listening sockets only")
+    p.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
+    p.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
+    p.add_argument("-l", "--listening", action="store_true",
+                   help="sockets not connected only (listeners, bound UDP), as ss -l")
     p.add_argument("-N", "--netns", metavar="NAME|PATH|PID", help="in this network namespace")
     p.add_argument("--dry-run", action="store_true", help="show what would be destroyed")
     p.add_argument("--json", action="store_true", help="results as a JSON array")
@@ -27,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     protos = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on] or ["tcp", "udp"]
-    results = kill_sockets(args.filter, proto=protos, netns=args.netns, dry_run=args.dry_run,
+    families = [f for f, on in (("inet", args.ipv4), ("inet6", args.ipv6)) if on] or ["inet", "inet6"]
+    results = kill_sockets(args.filter, proto=protos, family=families, netns=args.netns,
+                           dry_run=args.dry_run,
                            listening=True if args.listening else None)
     if args.json:
         output.write(output.dump_json([r.to_dict() for r in results]))

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from sockscope.inventory.model import InetAddress, Owner, Socket, UnixAddress
-from sockscope.inventory.query import Inventory, PendingInventory, start
+from sockscope.inventory.query import Listing, Query
 
 from . import output
+
+if TYPE_CHECKING:
+    from sockscope.inventory.unixnames import UnixNames
 
 RAW_PROTOCOLS = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 255: "raw"}
 NETIDS = {
@@ -64,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     fmt.add_argument("--jsonl", action="store_true", help="one JSON object per line")
     fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     out.add_argument("-H", "--no-header", action="store_true", help="no table header")
+    out.add_argument("--no-align", action="store_true",
+                     help="write table rows as they are found (columns padded to the widest "
+                          "seen so far, as ss does): memory stays flat however many sockets")
     p.add_argument("filter", nargs=argparse.REMAINDER, metavar="FILTER",
                    help="ss filter expression")
 
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         families = (["inet"] if args.ipv4 else []) + (["inet6"] if args.ipv6 else [])
         if not protos:
             protos = ["tcp", "udp", "raw", "icmp"]
-    pending = start(
+    query = Query(
         protos or None, families,
         listening=True if args.listening else None,
         filter=args.filter or None,
@@ -90,25 +97,28 @@ def run(args: argparse.Namespace) -> int:
         pid=args.pid, user=args.user, command=args.command,
         procfs=args.procfs,
     )
-    if not (args.json or args.jsonl or args.csv):
-        text, inv = format_table(pending, args)
-        _notes(inv)
-        output.write(text)
-        return 0
-    inv = pending.finish()
-    _notes(inv)
-    socks = inv.sockets
-    if args.json:
-        output.write(output.dump_json([s.to_dict() for s in socks]))
-    elif args.jsonl:
-        output.write(output.dump_jsonl(s.to_dict() for s in socks))
-    elif args.csv:
-        output.write(output.dump_csv(CSV_HEADERS, (csv_row(s) for s in socks)))
+    if args.json or args.jsonl or args.csv:
+        # Each socket is written as it is parsed, with its owners: memory stays flat.
+        with query.listing() as listing:
+            output.write_lines(_record_lines(listing, args))
+    elif args.no_align:
+        listing = _write_streamed_table(query, args)
+    else:
+        listing = _write_table(query, args)
+    _notes(listing)
     return 0
 
 
-def _notes(inv: Inventory) -> None:
-    for note in inv.notes:
+def _record_lines(socks: Iterator[Socket], args: argparse.Namespace) -> Iterator[str]:
+    if args.json:
+        return output.json_array_lines(s.to_dict() for s in socks)
+    if args.jsonl:
+        return output.jsonl_lines(s.to_dict() for s in socks)
+    return output.csv_lines(CSV_HEADERS, (csv_row(s) for s in socks))
+
+
+def _notes(listing: Listing) -> None:
+    for note in listing.notes:
         sys.stderr.write(f"sockscope ls: {note}\n")
 
 
@@ -166,6 +176,7 @@ class _Names:
 
 
 _HOST_TEXT: dict[str, str] = {"0.0.0.0": "*", "::": "*"}
+_HOST_TEXT_MAX = 4096  # a proxy's peers are many: the cache must not grow with them
 
 
 def inet_text(addr: InetAddress, proto: str, names: _Names | None = None) -> str:
@@ -174,6 +185,9 @@ def inet_text(addr: InetAddress, proto: str, names: _Names | None = None) -> str
         # A table repeats a few addresses many times: format each once.
         host = _HOST_TEXT.get(addr.address)
         if host is None:
+            if len(_HOST_TEXT) >= _HOST_TEXT_MAX:
+                _HOST_TEXT.clear()
+                _HOST_TEXT.update({"0.0.0.0": "*", "::": "*"})
             host = _HOST_TEXT[addr.address] = (
                 f"[{addr.address}]" if ":" in addr.address else addr.address)
         return f"{host}:{addr.port}" if addr.port else f"{host}:*"
@@ -196,53 +210,80 @@ def owners_text(owners: Sequence[Owner]) -> str:
     return ",".join(f"{o.command}[{o.pid}]:{o.fd}" for o in owners)
 
 
-def format_table(pending: PendingInventory, args: argparse.Namespace) -> tuple[str, Inventory]:
-    """The table, built while the owner scan finishes: every column but the
-    last is formatted first, then ``finish()`` waits for owners."""
-    socks = pending.sockets
-    names = _Names() if args.resolve else None
-    show_ns = bool(args.all_netns or (args.netns and len(args.netns) > 1))
-    # unix peers: name the other end by its bound path when it has one (ss does the same)
-    unix_names: dict[int, str] = {}
-    for s in socks:
-        if s.family == "unix" and s.local is not None:
-            unix_names[s.inode] = str(s.local)
-    headers = ["Netid", "State", "Recv-Q", "Send-Q", "Local", "Peer"]
-    if show_ns:
-        headers.insert(0, "Netns")
-    if args.extended:
-        headers += ["UID", "Inode", "Cookie", "Cgroup"]
-    headers.append("Process")
-    rows: list[list[str]] = []
-    extra: dict[int, str] = {}
-    for s in socks:
-        rows.append(_row(s, names, unix_names, show_ns, args.extended))
-        if args.info or args.memory:
-            detail = _details(s, args.info, args.memory)
-            if detail:
-                extra[len(rows) - 1] = detail
-    inv = pending.finish()
-    for row, s in zip(rows, socks, strict=True):
-        row.append(_process_cell(s))
-    right = [2, 3] if not show_ns else [3, 4]
-    text = output.table(headers, rows, right=right, header=not args.no_header)
-    if extra:
-        lines = text.split("\n")
-        offset = 0 if args.no_header else 1
-        for idx in sorted(extra, reverse=True):
-            lines.insert(idx + offset + 1, "\t" + extra[idx])
-        text = "\n".join(lines)
-    return text, inv
-
-
-def _process_cell(s: Socket) -> str:
-    proc = owners_text(s.owners) if s.owners else ""
-    if s.peer_owners:
-        proc = f"{proc} -> {owners_text(s.peer_owners)}" if proc else f"-> {owners_text(s.peer_owners)}"
+def process_cell(owners: Sequence[Owner], peer_owners: Sequence[Owner] | None) -> str:
+    """The Process column: the holders, and for a unix socket those of the other end."""
+    proc = owners_text(owners) if owners else ""
+    if peer_owners:
+        proc = f"{proc} -> {owners_text(peer_owners)}" if proc else f"-> {owners_text(peer_owners)}"
     return proc
 
 
-def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: bool,
+class TableRows:
+    """The cells of one socket's table row (and its detail line), as ``ls`` prints them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.names = _Names() if args.resolve else None
+        self.show_ns = bool(args.all_netns or (args.netns and len(args.netns) > 1))
+        self.extended = args.extended
+        self.info, self.memory = args.info, args.memory
+        self.headers = ["Netid", "State", "Recv-Q", "Send-Q", "Local", "Peer"]
+        if self.show_ns:
+            self.headers.insert(0, "Netns")
+        if args.extended:
+            self.headers += ["UID", "Inode", "Cookie", "Cgroup"]
+        self.headers.append("Process")
+        self.right = [2, 3] if not self.show_ns else [3, 4]
+
+    def cells(self, s: Socket, unix_names: UnixNames | None) -> list[str]:
+        """Every cell but the Process column."""
+        return _row(s, self.names, unix_names, self.show_ns, self.extended)
+
+    def detail(self, s: Socket) -> str:
+        return _details(s, self.info, self.memory) if self.info or self.memory else ""
+
+
+def _write_table(query: Query, args: argparse.Namespace) -> Listing:
+    """The aligned table. Rows are kept compactly (output.Table) with each socket's
+    inode and peer inode; the owner scan runs beside the dump, and the Process
+    column is filled from the owner map as the table is written."""
+    from array import array
+
+    rows = TableRows(args)
+    table = output.Table(rows.headers, rows.right, header=not args.no_header)
+    inodes, peers = array("Q"), array("Q")
+    with query.listing(owners_first=False, unix_peer_names=True) as listing:
+        for s in listing:
+            table.add(rows.cells(s, listing.unix_names), rows.detail(s))
+            inodes.append(s.inode)
+            peers.append(s.peer_inode or 0)
+        omap = listing.owner_map()
+    if omap is None:
+        output.write_lines(table.lines())
+        return listing
+    holders = omap.holders
+
+    def process(row: int) -> str:
+        peer = peers[row]
+        return process_cell(holders(inodes[row]), holders(peer) if peer else None)
+
+    output.write_lines(table.lines(process))
+    return listing
+
+
+def _write_streamed_table(query: Query, args: argparse.Namespace) -> Listing:
+    """--no-align: each row written (a block at a time) as its socket is parsed."""
+    rows = TableRows(args)
+    table = output.StreamedTable(rows.headers, rows.right, header=not args.no_header)
+    with query.listing(unix_peer_names=True) as listing:
+        for s in listing:
+            cells = rows.cells(s, listing.unix_names)
+            cells.append(process_cell(s.owners, s.peer_owners))
+            table.add(cells, rows.detail(s))
+        table.flush()
+    return listing
+
+
+def _row(s: Socket, names: _Names | None, unix_names: UnixNames | None, show_ns: bool,
          extended: bool) -> list[str]:
     local = s.local
     remote = s.remote
@@ -265,7 +306,8 @@ def _row(s: Socket, names: _Names | None, unix_names: dict[int, str], show_ns: b
         if s.family == "unix":
             lo = f"{lo} {s.inode}"
             if s.peer_inode:
-                re = f"{unix_names.get(s.peer_inode, '*')} {s.peer_inode}"
+                peer_name = unix_names.get(s.peer_inode) if unix_names is not None else None
+                re = f"{peer_name or '*'} {s.peer_inode}"
         elif remote is not None:
             re = str(remote)
     row = [netid, s.state, str(s.recv_q), str(s.send_q), lo, re]

@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _brief_run:
         gc.enable()  # `launch` starts with it off
     try:
-        return int(module.run(args))
+        status = int(module.run(args))
+        sys.stdout.flush()  # here, not at exit, so a write error is reported below
+        return status
     except SockscopeError as exc:
         sys.stderr.write(f"sockscope {args.subcommand}: {exc}\n")
         return exc.exit_status
@@ -81,7 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head`: stop quietly, as ss does.
         _silence_stdout()
         return 0
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        # A full disk, /dev/full, a quota, an I/O error: as tcpdump and ping, one
+        # line and status 1, never a traceback; what could not be written is dropped.
+        _silence_stdout()
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"sockscope {args.subcommand}: write error{where}: {os.strerror(exc.errno)}\n")
+        return 1
 
+# errno values that mean "the output could not be written": ENOSPC, EDQUOT, EFBIG, EIO
+# (numbers, not the errno module: start-up time).
+_WRITE_ERRORS = (28, 122, 27, 5)
 
 # Set by `main` from the command module's BRIEF (see `launch`).
 _brief_run = False
@@ -104,7 +118,7 @@ def launch() -> NoReturn:
         sys.exit(status)
     try:
         sys.stdout.flush()
-    except (BrokenPipeError, ValueError):  # `| head` went away, or stdout was closed
+    except (OSError, ValueError, AttributeError):  # `| head` went away, stdout full or closed
         pass
     sys.stderr.flush()
     os._exit(status)

@@ -150,3 +150,13 @@ def _store(values: dict[str, Any], opt: Option, text: str) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+def integer(text: str) -> int:
+    """A decimal or ``0x`` hexadecimal integer, as traceroute -t and ping -Q take a
+    TOS (a ``type=`` for both parsers: ValueError on anything else)."""
+    word = text.strip().lower()
+    negative = word.startswith("-")
+    digits = word.lstrip("-+")
+    value = int(digits[2:], 16) if digits.startswith("0x") else int(digits, 10)
+    return -value if negative else value

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
+from typing import Any
 
 from sockscope import __version__
 from sockscope.cli.main import COMMANDS
@@ -25,10 +27,13 @@ class _Formatter(argparse.HelpFormatter):
             else:
                 try:
                     width = os.get_terminal_size(sys.stdout.fileno()).columns
-                except (OSError, ValueError):  # not a terminal
+                except (OSError, ValueError, AttributeError):  # not a terminal, or closed (None)
                     width = 80
             width -= 2  # as argparse does
         super().__init__(prog, indent_increment, max_help_position, width)
+
+
+_NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?|-0x[0-9a-f]+", re.IGNORECASE)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +47,32 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        return super().parse_known_args(self._negative_values(args), namespace)
+
+    def _negative_values(self, args: Any) -> Any:
+        """``-c -1`` read as -c with the value -1, so the command's own check can say
+        what range it wants. argparse takes "-1" for an option whenever the parser
+        has options that look like negative numbers (-4, -6), and then says only
+        "expected one argument"."""
+        if args is None:
+            return None
+        words = list(args)
+        out: list[str] = []
+        i = 0
+        while i < len(words):
+            word = words[i]
+            action = self._option_string_actions.get(word)
+            takes_value = action is not None and action.nargs is None and action.const is None
+            if takes_value and i + 1 < len(words) and _NEGATIVE.fullmatch(words[i + 1]):
+                joiner = "=" if word.startswith("--") else ""
+                out.append(f"{word}{joiner}{words[i + 1]}")
+                i += 2
+                continue
+            out.append(word)
+            i += 1
+        return out
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import _socket
 import sys
 
-from .options import Option, add_all
+from .options import Option, add_all, integer
+from .stdout import write
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
     import argparse
 
-    from sockscope.probe.model import TraceHop, TraceResult
+    from sockscope.probe.records import TraceHop
+    from sockscope.probe.trace import TraceRun
 
     from .options import Parsed
 
@@ -22,7 +24,7 @@ BRIEF = True
 
 USAGE = (
     "sockscope trace HOST [PACKETLEN] [-I|-U|-T] [-p PORT] [-q N] [-m MAX] [-f FIRST] [-w WAIT]"
-    " [-N PARALLEL] [-t TOS] [-r] [-4|-6] [--json] [-v]"
+    " [-N PARALLEL] [-t TOS] [-F] [-s SOURCE] [-i IFACE] [-r] [-4|-6] [--json] [-v]"
 )
 
 # Declared once for argparse and for the quick parser (cli/options.py): a traceroute
@@ -70,7 +72,15 @@ OPTIONS = (
         " hop (default 5,3,10, as traceroute)",
     ),
     Option("-N", "--sim-queries", type=int, default=16, help="probes in flight at once (default 16)"),
-    Option("-t", "--tos", type=int, default=0, help="TOS / traffic class of the probes"),
+    Option("-t", "--tos", type=integer, default=0, help="TOS / traffic class of the probes (0x.. too)"),
+    Option(
+        "-F",
+        "--dont-fragment",
+        action="store_true",
+        help="do not fragment: a probe too large for the path is marked !F-MTU",
+    ),
+    Option("-s", "--source", help="send from this address of the host"),
+    Option("-i", "--interface", help="send through this interface"),
     Option("-r", "--resolve", action="store_true", help="show host names (reverse lookups)"),
     Option("-n", dest="numeric", action="store_true", help="numeric output (the default; for habit)"),
     Option(
@@ -110,27 +120,25 @@ def _waits(text: str) -> tuple[float, float, float]:
 
 
 def run(args: argparse.Namespace | Parsed) -> int:
-    from sockscope.probe.trace import trace
+    from sockscope.probe.trace import trace_run
 
     wait, here, near = _waits(args.wait)
 
-    def start(result: TraceResult) -> None:
+    def start(result: TraceRun) -> None:
         if result.fallback is not None:  # e.g. -I refused an ICMP datagram socket
             sys.stderr.write(f"sockscope trace: {result.fallback}\n")
             sys.stderr.flush()
         if args.json:
             return
-        sys.stdout.write(
+        write(
             f"traceroute to {args.host} ({result.address}), {result.max_ttl} hops max, "
             f"{result.packet_size} byte packets\n"
         )
-        sys.stdout.flush()
 
     def show(hop: TraceHop) -> None:
-        sys.stdout.write(format_hop(hop, args.verbose) + "\n")
-        sys.stdout.flush()
+        write(format_hop(hop, args.verbose) + "\n")
 
-    result = trace(
+    result = trace_run(
         args.host,
         method=args.method or "udp",
         port=args.port,
@@ -143,6 +151,9 @@ def run(args: argparse.Namespace | Parsed) -> int:
         parallel=args.sim_queries,
         packet_len=args.packet_len,
         tos=args.tos,
+        dont_fragment=args.dont_fragment,
+        source=args.source,
+        interface=args.interface,
         family=args.family,
         names=args.resolve,
         on_hop=None if args.json else show,
@@ -151,26 +162,32 @@ def run(args: argparse.Namespace | Parsed) -> int:
     if args.json:
         import json
 
-        sys.stdout.write(json.dumps(result.to_dict(), indent=1) + "\n")
+        from sockscope.probe.model import TraceResult
+
+        write(json.dumps(TraceResult(**result.fields()).to_dict(), indent=1) + "\n")
     elif args.verbose:
         how = "no CAP_NET_RAW" if result.unprivileged else "raw sockets"
-        sys.stdout.write("".join(f"note: {note}\n" for note in result.notes))
-        sys.stdout.write(
-            f"{'reached' if result.reached else 'not reached'} in {result.elapsed_ms:.0f} ms ({how});"
+        write(
+            "".join(f"note: {note}\n" for note in result.notes)
+            + f"{'reached' if result.reached else 'not reached'} in {result.elapsed_ms:.0f} ms ({how});"
             f" ignored {result.ignored} ICMP messages for others, {result.malformed} malformed\n"
         )
     return 0
 
 
 def format_hop(hop: object, verbose: bool) -> str:
-    from sockscope.probe.model import TraceHop
+    from sockscope.probe.records import TraceHop
 
     assert isinstance(hop, TraceHop)
     line = f"{hop.ttl:2d} "
     shown: str | None = None
     for probe in hop.probes:
-        if probe.address is None or probe.rtt_ms is None:
+        if probe.rtt_ms is None:
             line += " *"
+            continue
+        if probe.address is None:  # our own kernel refused it (too long): traceroute's form
+            line += f" *  {probe.rtt_ms:.3f} ms {probe.mark}"
+            shown = None
             continue
         if probe.address != shown:
             shown = probe.address

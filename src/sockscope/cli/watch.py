@@ -18,6 +18,7 @@ from sockscope.inventory.model import InetAddress
 from sockscope.inventory.watch import SocketEvent, watch
 
 from . import output
+from .argtypes import interval
 from .ls import inet_text, owners_text
 
 
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-4", "--ipv4", action="store_true", help="IPv4 only")
     p.add_argument("-6", "--ipv6", action="store_true", help="IPv6 only")
     p.add_argument("-N", "--netns", metavar="NAME|PATH|PID", help="watch this network namespace")
-    p.add_argument("--interval", type=float, default=0.25, metavar="SECONDS",
+    p.add_argument("--interval", type=interval, default=0.25, metavar="SECONDS",
                    help="how often to look for new sockets and state changes (default 0.25)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per event")
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
@@ -51,8 +52,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     protos = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on] or ["tcp", "udp"]
     families = [f for f, on in (("inet", args.ipv4), ("inet6", args.ipv6)) if on] or None
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

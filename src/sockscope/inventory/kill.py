@@ -18,7 +18,7 @@ from sockscope.netlink.socket import NETLINK_SOCK_DIAG, NetlinkSocket
 from sockscope.platform import linux
 
 from .model import Socket
-from .query import collect
+from .query import start
 
 
 @dataclass(slots=True)
@@ -35,11 +35,13 @@ def kill_sockets(
     filter: str | Sequence[str],
     *,
     proto: str | Sequence[str] = ("tcp", "udp"),
+    family: str | Sequence[str] = ("inet", "inet6"),
     netns: str | None = None,
     dry_run: bool = False,
     listening: bool | None = None,
 ) -> list[KillResult]:
-    """Destroy every TCP/UDP socket matching the ss filter expression ``filter``.
+    """Destroy every TCP/UDP socket matching the ss filter expression ``filter``
+    (``family``: inet, inet6 or both; ``listening``: as in ``sockets()``).
 
     An empty filter is refused: "kill everything" is never what a user meant.
     With ``dry_run`` nothing is destroyed; the results say what would be.
@@ -51,9 +53,14 @@ def kill_sockets(
     for p in protos:
         if p not in ("tcp", "udp"):
             raise UsageError(f"cannot destroy {p} sockets: SOCK_DESTROY covers tcp and udp")
-    found = collect(protos, ("inet", "inet6"), filter=filter, netns=netns, listening=listening).sockets
-    # TIME_WAIT and request sockets have no owner to abort; the kernel refuses them.
-    targets = [s for s in found if s.state not in ("TIME_WAIT", "NEW_SYN_RECV")]
+    families = (family,) if isinstance(family, str) else tuple(family)
+    for f in families:
+        if f not in ("inet", "inet6"):
+            raise UsageError(f"unknown family {f!r} (expected inet or inet6)")
+    # TIME_WAIT and request sockets are destroyed too (tcp_abort takes them off
+    # the hash tables), as ss -K does.
+    targets = start(protos, families, filter=filter, netns=netns,
+                    listening=listening).finish().sockets
     if dry_run or not targets:
         return [KillResult(s, True) for s in targets]
     ref = linux.resolve_netns(netns) if netns is not None else None

@@ -222,3 +222,8 @@ class Socket:
         if self.source != "sock_diag":
             out["source"] = self.source
         return out
+
+
+class InventoryWarning(UserWarning):
+    """Something the inventory could not see (a namespace it could not enter,
+    owners it could not read); the same text is in the result's ``notes``."""

@@ -4,47 +4,107 @@ Socket inodes are unique host-wide (sockfs), so one scan serves every network
 namespace. Like ss and lsof we readlink every fd of every process we look at;
 unlike them we look only at the processes a --pid/--user/--command filter
 allows, so asking for less costs less, and we read a process's command name
-only when it holds a socket we were asked about.
+only when it holds a socket.
+
+The map is packed (``OwnerMap``): parallel arrays of (inode, pid, fd) per
+socket descriptor and an open-addressing hash table of entry numbers, about 30
+bytes per descriptor where an ``Owner`` object, a list and a dict entry took
+about 250. ``Owner`` objects are made only when a socket's holders are asked for.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import Any
 
 from .model import Owner
+from .packed import InodeIndex
 
 ProcessPredicate = Callable[[int, str, int], bool]  # (pid, command, uid) -> keep?
-# One process's sockets: (pid, command, uid, socket inodes, fd numbers)
-Holding = tuple[int, str, int, list[int], list[int]]
 
+class OwnerMap(Mapping[int, list[Owner]]):
+    """inode -> the processes holding it (sorted by pid, then fd).
 
-@dataclass(slots=True)
-class OwnerMap:
-    """inode -> holders; ``denied`` counts processes whose fds we could not read."""
+    ``denied`` counts processes whose fds we could not read. Entries are added a
+    process at a time (``add``) or as a whole packed map from another process
+    (``packed`` there, ``merge`` here).
+    """
 
-    by_inode: dict[int, list[Owner]] = field(default_factory=dict)
-    denied: int = 0
+    def __init__(self) -> None:
+        self._index = InodeIndex()
+        self._pids = array("i")
+        self._fds = array("i")
+        self._procs: dict[int, tuple[str, int]] = {}  # pid -> (command, uid)
+        self.denied = 0
 
-    def add(self, holding: Holding, wanted: Collection[int] | None) -> None:
-        pid, command, uid, inodes, fds = holding
-        user = user_name(uid)
-        by_inode = self.by_inode
-        for inode, fd in zip(inodes, fds, strict=True):
-            if wanted is not None and inode not in wanted:
-                continue
-            owner = Owner(pid, command, fd, user, uid)
-            holders = by_inode.get(inode)
-            if holders is None:
-                by_inode[inode] = [owner]
-            else:
-                holders.append(owner)
+    @property
+    def by_inode(self) -> OwnerMap:
+        """The map itself (it is the mapping; kept for callers of the dict it once was)."""
+        return self
 
-    def sort(self) -> None:
-        for holders in self.by_inode.values():
-            if len(holders) > 1:
-                holders.sort(key=lambda o: (o.pid, o.fd))
+    def add(self, pid: int, command: str, uid: int, inodes: list[int], fds: list[int]) -> None:
+        """One process's socket descriptors: the inode and fd number of each."""
+        if len(inodes) != len(fds):
+            raise ValueError("one fd number per inode")
+        if inodes:
+            self._index.extend(inodes)
+            self._fds.extend(fds)
+            self._pids.extend(array("i", [pid]) * len(inodes))
+            self._procs[pid] = (command, uid)
+
+    def packed(self) -> tuple[Any, ...]:
+        """Everything as plain values (for marshal), for ``merge`` in another process."""
+        procs = [(pid, command, uid) for pid, (command, uid) in self._procs.items()]
+        return (procs, self._index.keys.tobytes(), self._pids.tobytes(), self._fds.tobytes(),
+                self.denied)
+
+    def merge(self, packed: tuple[Any, ...]) -> None:
+        procs, inodes, pids, fds, denied = packed
+        if not (isinstance(procs, list) and isinstance(denied, int) and isinstance(inodes, bytes)
+                and isinstance(pids, bytes) and isinstance(fds, bytes)):
+            raise ValueError("not a packed OwnerMap")
+        for pid, command, uid in procs:
+            self._procs[pid] = (command, uid)
+        self._index.frombytes(inodes)
+        self._pids.frombytes(pids)
+        self._fds.frombytes(fds)
+        self.denied += denied
+
+    def holders(self, inode: int) -> list[Owner]:
+        """The processes holding ``inode``; empty when none (or unknown)."""
+        pids, fds, procs = self._pids, self._fds, self._procs
+        found = []
+        for entry in self._index.entries(inode):
+            pid = pids[entry]
+            command, uid = procs[pid]
+            found.append(Owner(pid, command, fds[entry], user_name(uid), uid))
+        if len(found) > 1:
+            found.sort(key=lambda o: (o.pid, o.fd))
+        return found
+
+    def __getitem__(self, inode: int) -> list[Owner]:
+        found = self.holders(inode)
+        if not found:
+            raise KeyError(inode)
+        return found
+
+    def get(self, inode: int, default: object = None) -> list[Owner] | None:  # type: ignore[override]
+        return self.holders(inode) or default  # type: ignore[return-value]
+
+    def __contains__(self, inode: object) -> bool:
+        return isinstance(inode, int) and self._index.first(inode) >= 0
+
+    def __iter__(self) -> Iterator[int]:
+        return self._index.distinct()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._index.distinct())
+
+    def descriptors(self) -> int:
+        """How many socket descriptors the map holds (a socket held twice counts twice)."""
+        return len(self._index)
 
 
 _user_names: dict[int, str | None] = {}
@@ -71,28 +131,27 @@ def _command(pid: int) -> str:
         return "?"
 
 
-class _Denied:
-    """Counts processes whose fds another user's permissions hid from us."""
-
-    count = 0
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def iter_holdings(
+def scan_into(
+    omap: OwnerMap,
+    pids: Iterable[int],
     process_filter: ProcessPredicate | None = None,
-    pids: Collection[int] | None = None,
-    denied: _Denied | None = None,
-) -> Iterator[Holding]:
-    """Each process that holds sockets, with their inodes and fd numbers.
+    wanted: Collection[int] | None = None,
+) -> None:
+    """Add the sockets each process in ``pids`` holds (only ``wanted`` inodes, if given).
 
-    ``pids``: look only at these processes. ``process_filter`` sees (pid,
-    command, uid) before the fds of a process are read, so a filtered-out
-    process costs one stat. Processes that exit mid-scan are skipped silently.
+    ``process_filter`` sees (pid, command, uid) before the fds of a process are
+    read, so a filtered-out process costs one stat. Processes that exit
+    mid-scan are skipped silently; those we may not look into are counted in
+    ``omap.denied`` (other users' processes only: our own are never hidden).
     """
     readlink = os.readlink
     listdir = os.listdir
     my_uid = os.geteuid()
-    candidates = [int(p) for p in listdir("/proc") if p.isdigit()] if pids is None else list(pids)
-    for pid in candidates:
+    for pid in pids:
         command: str | None = None
         uid = -1
         try:
@@ -103,29 +162,30 @@ def iter_holdings(
                     continue
             dirfd = os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except PermissionError:
-            if uid != my_uid and denied is not None:
-                denied.count += 1
+            if uid != my_uid:
+                omap.denied += 1
             continue
         except OSError:  # ENOENT: the process exited
             continue
         inodes: list[int] = []
         fds: list[int] = []
         try:
-            names = listdir(dirfd)
-            for fd in names:
+            for fd in listdir(dirfd):
                 try:
                     target = readlink(fd, dir_fd=dirfd)
                 except OSError:
                     continue  # closed while we looked
                 if target[:8] == "socket:[":  # "socket:[12345]"
-                    inodes.append(int(target[8:-1]))
-                    fds.append(int(fd))
+                    inode = int(target[8:-1])
+                    if wanted is None or inode in wanted:
+                        inodes.append(inode)
+                        fds.append(int(fd))
         except OSError:
             continue
         finally:
             os.close(dirfd)
         if inodes:
-            yield pid, command if command is not None else _command(pid), uid, inodes, fds
+            omap.add(pid, command if command is not None else _command(pid), uid, inodes, fds)
 
 
 def scan_owners(
@@ -134,13 +194,8 @@ def scan_owners(
     pids: Collection[int] | None = None,
 ) -> OwnerMap:
     """Map socket inodes (only ``wanted`` ones, if given) to the processes holding them."""
-    denied = _Denied()
     omap = OwnerMap()
-    wanted_set = _as_set(wanted)
-    for holding in iter_holdings(process_filter, pids, denied):
-        omap.add(holding, wanted_set)
-    omap.denied = denied.count
-    omap.sort()
+    scan_into(omap, all_pids() if pids is None else pids, process_filter, _as_set(wanted))
     return omap
 
 
@@ -150,100 +205,137 @@ def _as_set(wanted: Collection[int] | None) -> Collection[int] | None:
     return set(wanted)
 
 
-_F_SETPIPE_SZ = 1031
-_HEADER = 4  # each record: 4-byte little-endian length, then a marshal'd Holding
+# The work queue: unit numbers (4 bytes each) in a pipe that both processes read;
+# a pipe read is atomic, so each unit goes to exactly one of them. The pipe's
+# default capacity (16 pages) holds 16,384 units, written before the fork.
+_UNIT = 4
+_QUEUE_BYTES = 1 << 16
 
 
 class BackgroundScan:
-    """An owner scan of the whole host started before the sock_diag dump.
+    """The owner scan of the whole host, shared between this process and a forked child.
 
-    The scan is mostly readlink() system calls; the dump mostly parsing. On a
-    machine with two or more cores they overlap when the scan runs in a forked
-    child. The child streams one record per process through a pipe made large
-    enough that it never waits for us, so when the dump is done the records
-    already sent are turned into owners while the child finishes. Where forking
-    is unsafe (other threads running) or there is one core, the scan runs in
-    process when ``result`` is called, with the same outcome.
+    The scan is mostly readlink() system calls, the dump mostly parsing. The
+    child starts scanning at once; this process joins in when ``result`` is
+    called, after its own work (the dump, for ``sockets()``) or at once (for
+    a stream, which needs the owners before the first socket). Both take the
+    next few processes from a shared queue until it is empty, so neither waits
+    for the other whatever the balance of scan and dump. The child sends its
+    part of the map, packed, when the queue is empty. Where forking is unsafe
+    (other threads running) or there is one core, ``result`` scans everything here.
     """
 
     def __init__(self) -> None:
-        self._pid = 0
-        self._fd = -1
+        self._child = 0
+        self._queue = self._results = -1
+        self._pids = all_pids()
         import threading
 
-        if (os.cpu_count() or 1) < 2 or threading.active_count() > 1:
+        if (os.cpu_count() or 1) < 2 or threading.active_count() > 1 or not self._pids:
             return
-        read_fd, write_fd = os.pipe()
+        per_unit = -(-len(self._pids) // (_QUEUE_BYTES // _UNIT))
+        units = -(-len(self._pids) // per_unit)
+        queue_r, queue_w = os.pipe2(os.O_CLOEXEC)
         try:
             import fcntl
 
-            fcntl.fcntl(write_fd, _F_SETPIPE_SZ, 1 << 20)
-        except OSError:
-            pass  # a smaller pipe only means the child sometimes waits for us
+            fcntl.fcntl(queue_w, fcntl.F_SETFL, os.O_NONBLOCK)
+            data = array("I", range(units)).tobytes()
+            written = os.write(queue_w, data)  # all of it, unless the pipe is smaller than usual
+            written -= written % _UNIT
+        except BaseException:
+            os.close(queue_r)
+            raise
+        finally:
+            os.close(queue_w)  # EOF once the units are taken
+        self._per_unit = per_unit
+        self._leftover = range(written // _UNIT, units)  # what did not fit: ours
+        results_r, results_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # child: scan, send, and leave without running any cleanup
             code = 0
             try:
-                os.close(read_fd)
-                _stream(write_fd)
+                os.close(results_r)
+                self._queue = queue_r
+                _send(results_w, self._scan_queue().packed())
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
-        os.close(write_fd)
-        self._pid, self._fd = pid, read_fd
+        os.close(results_w)
+        self._child, self._queue, self._results = pid, queue_r, results_r
 
-    def result(self, wanted: Collection[int] | None) -> OwnerMap:
-        if not self._pid:
-            return scan_owners(wanted)
-        import marshal
+    def _units(self) -> Iterator[int]:
+        while True:
+            token = os.read(self._queue, _UNIT)
+            if len(token) < _UNIT:
+                return
+            yield int.from_bytes(token, "little")
 
-        wanted_set = _as_set(wanted)
-        omap = OwnerMap()
-        buf = b""
-        complete = False
-        try:
-            while True:
-                chunk = os.read(self._fd, 1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
-                off = 0
-                while len(buf) - off >= _HEADER:
-                    size = int.from_bytes(buf[off : off + _HEADER], "little")
-                    if len(buf) - off - _HEADER < size:
-                        break
-                    record = marshal.loads(buf[off + _HEADER : off + _HEADER + size])
-                    off += _HEADER + size
-                    if isinstance(record, int):  # the last record: processes denied
-                        omap.denied = record
-                        complete = True
-                    else:
-                        omap.add(record, wanted_set)
-                buf = buf[off:]
-        finally:
-            os.close(self._fd)
-            _, status = os.waitpid(self._pid, 0)
-        if status != 0 or not complete:
-            return scan_owners(wanted)  # the child failed: do it here
-        omap.sort()
+    def _scan_queue(self, omap: OwnerMap | None = None) -> OwnerMap:
+        omap = OwnerMap() if omap is None else omap
+        pids, per_unit = self._pids, self._per_unit
+        for unit in self._units():
+            scan_into(omap, pids[unit * per_unit : (unit + 1) * per_unit])
         return omap
 
+    def result(self, wanted: Collection[int] | None = None) -> OwnerMap:
+        """The whole map (``wanted`` is accepted for older callers and ignored)."""
+        if not self._child:
+            omap = OwnerMap()
+            scan_into(omap, self._pids)
+            return omap
+        try:
+            omap = self._scan_queue()
+            for unit in self._leftover:
+                scan_into(omap, self._pids[unit * self._per_unit : (unit + 1) * self._per_unit])
+            packed = _receive(self._results)
+            _, status = os.waitpid(self._child, 0)
+            self._child = 0
+        finally:
+            self.close()
+        if status != 0 or packed is None:  # the child failed: do it all here
+            omap = OwnerMap()
+            scan_into(omap, self._pids)
+            return omap
+        omap.merge(packed)
+        return omap
 
-def _stream(fd: int) -> None:
+    def close(self) -> None:
+        """Stop the child if it still runs, reap it, close the pipes (after an error)."""
+        if self._child:
+            import signal
+
+            pid, self._child = self._child, 0
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+        for name in ("_queue", "_results"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                setattr(self, name, -1)
+                os.close(fd)
+
+
+def _send(fd: int, packed: tuple[Any, ...]) -> None:
     import marshal
 
-    me = os.getpid()
-    # The child holds copies of all its parent's fds: leave itself out.
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
-    denied = _Denied()
-    for holding in iter_holdings(None, pids, denied):
-        _write_record(fd, marshal.dumps(holding))
-    _write_record(fd, marshal.dumps(denied.count))
+    view = memoryview(marshal.dumps(packed))
+    while view:
+        view = view[os.write(fd, view) :]
     os.close(fd)
 
 
-def _write_record(fd: int, data: bytes) -> None:
-    view = memoryview(len(data).to_bytes(_HEADER, "little") + data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _receive(fd: int) -> tuple[Any, ...] | None:
+    import marshal
+
+    data = bytearray()
+    while chunk := os.read(fd, 1 << 20):
+        data += chunk
+    try:
+        packed = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return packed if isinstance(packed, tuple) and len(packed) == 5 else None

@@ -17,10 +17,12 @@ packet_seq_show, netlink_seq_show.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator, Mapping
 
+from sockscope.errors import SockscopeError
 from sockscope.netlink.sockdiag import NETLINK_PROTOCOLS
 
 from .model import STATE_NAMES, InetAddress, NetlinkAddress, PacketAddress, Socket, UnixAddress
@@ -143,23 +145,38 @@ def parse_inet(text: str, proto: str, family: str, netns: str) -> list[Socket]:
     return out
 
 
+# One record of /proc/net/unix as unix_seq_show prints it: "%pK: %08X %08X %08X %04X
+# %02X %5lu" then, for a bound socket, a space and the name. Captured: flags,
+# type, st, inode, name.
+_UNIX_RECORD = re.compile(
+    r"[0-9a-f]{8,16}: [0-9A-F]{8} [0-9A-F]{8} ([0-9A-F]{8}) ([0-9A-F]{4}) ([0-9A-F]{2}) +([0-9]+)(?: (.*))?",
+    re.DOTALL)
+
+
 def parse_unix(text: str, netns: str) -> list[Socket]:
     """/proc/net/unix. Columns: Num RefCount Protocol Flags Type St Inode [Path].
 
     Listeners carry __SO_ACCEPTCON in Flags; queues, peers and uids are not in
     the table (0, 0, None, None).
+
+    A path may contain newlines (any user can bind such a name), which the
+    kernel prints as they are: a line that is not a record continues the path
+    of the record before it. (A path crafted to contain a whole record line
+    still reads as two sockets; sock_diag, the usual source, has no such
+    ambiguity.)
     """
     out: list[Socket] = []
-    for line in text.split("\n")[1:]:
-        # Split off the six fixed columns; the rest is "inode[ path]". The path
-        # is everything after the one space that follows the inode, since a
-        # path may itself contain (even start with) spaces.
-        f = line.split(None, 6)
-        if not f:
-            continue
-        if len(f) < 7:
+    records: list[list[str]] = []  # [flags, type, st, inode, path]
+    lines = text.split("\n")
+    for line in lines[1:-1] if lines[-1] == "" else lines[1:]:
+        m = _UNIX_RECORD.fullmatch(line)
+        if m is not None:
+            records.append([m[1], m[2], m[3], m[4], m[5] if m[5] is not None else ""])
+        elif records and records[-1][4]:
+            records[-1][4] += "\n" + line
+        elif line.strip():
             raise ValueError(f"/proc/net/unix: unexpected line {line!r}")
-        inode_text, _, path = f[6].partition(" ")
+    for flags, type_hex, st, inode_text, path in records:
         inode = int(inode_text)
         if not inode:
             # No struct socket: the server end of a connection not yet accept()ed,
@@ -170,30 +187,19 @@ def parse_unix(text: str, netns: str) -> list[Socket]:
         local: UnixAddress | None = None
         if path.startswith("@"):
             # Abstract: the kernel prints the leading NUL (and any NUL inside) as '@'.
-            local = UnixAddress(_abstract_name(path[1:]), True)
+            local = UnixAddress(path[1:], True)
         elif path:
             local = UnixAddress(path, False)
-        if int(f[3], 16) & _SO_ACCEPTCON:
+        if int(flags, 16) & _SO_ACCEPTCON:
             state = "LISTEN"
         else:
-            state = "ESTABLISHED" if f[5] == _UNIX_CONNECTED else "UNCONN"
-        stype = int(f[4], 16)
+            state = "ESTABLISHED" if st == _UNIX_CONNECTED else "UNCONN"
+        stype = int(type_hex, 16)
         out.append(Socket(
             netns, "unix", "unix", _UNIX_TYPES.get(stype, str(stype)), state, local, None,
             0, 0, inode, None, source="procfs",
         ))
     return out
-
-
-def _abstract_name(name: str) -> str:
-    """Spell a non-UTF-8 abstract name as sock_diag's parser does (backslash escapes).
-
-    read_table decodes with surrogateescape so that a filesystem path round-trips
-    to bytes; sock_diag escapes abstract names instead, and both sources should agree.
-    """
-    if name.isascii():
-        return name
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def parse_packet(text: str, netns: str, ifnames: Mapping[int, str]) -> list[Socket]:
@@ -255,6 +261,13 @@ def read_sockets(kind: str, netns: str) -> list[Socket]:
     text = read_table(kind)
     if text is None:
         return []
+    try:
+        return _parse(kind, text, netns)
+    except ValueError as exc:  # a format this parser does not know: say so, no traceback
+        raise SockscopeError(str(exc)) from None
+
+
+def _parse(kind: str, text: str, netns: str) -> list[Socket]:
     if kind in INET_TABLES:
         proto, family = INET_TABLES[kind]
         return parse_inet(text, proto, family, netns)

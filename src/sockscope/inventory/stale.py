@@ -47,7 +47,7 @@ def socket_files(dirs: Iterable[str]) -> list[tuple[str, os.stat_result]]:
 
 
 def stale_socket_files(dirs: Sequence[str] = DEFAULT_DIRS) -> list[StaleFile]:
-    from .query import collect
+    from .query import start
 
     for d in dirs:
         if not os.path.isdir(d):
@@ -55,7 +55,7 @@ def stale_socket_files(dirs: Sequence[str] = DEFAULT_DIRS) -> list[StaleFile]:
 
             raise UsageError(f"{d}: not a directory")
     # Bound sockets of every namespace: a socket file outlives netns boundaries.
-    live = {s.vfs for s in collect("unix", all_netns=True, owners=False, check_paths=True).sockets
+    live = {s.vfs for s in start("unix", all_netns=True, owners=False, check_paths=True).sockets
             if s.vfs is not None}
     return [StaleFile(path, st.st_uid, stat.S_IMODE(st.st_mode), st.st_mtime)
             for path, st in socket_files(dirs) if (st.st_dev, st.st_ino) not in live]

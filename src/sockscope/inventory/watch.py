@@ -58,6 +58,7 @@ _PROTO_BY_NUMBER: Final = {sockdiag.IPPROTO_TCP: "tcp", sockdiag.IPPROTO_UDP: "u
 # Receives per wake-up before the next poll gets its turn, so that a storm of
 # closes cannot starve new-socket detection.
 _DRAIN_MAX: Final = 4096
+MAX_INTERVAL: Final = 86400.0  # a day; cli/argtypes.py refuses the same
 # Cookies of sockets the poll reported closed, kept so that their destroy
 # message (which may come much later: a reset connection stays open until its
 # process closes the descriptor) is not reported a second time. Cookies are
@@ -118,8 +119,8 @@ def watch(
     for f in families:
         if f not in _FAMILIES:
             raise UsageError(f"unknown family {f!r} (expected inet or inet6)")
-    if not interval > 0:
-        raise UsageError("the poll interval must be positive")
+    if not 0 < interval <= MAX_INTERVAL:  # also refuses nan; inf would overflow the timers
+        raise UsageError(f"the poll interval must be positive and at most {MAX_INTERVAL:g} seconds")
     flt = filter_arg(filter)
     ref = linux.resolve_netns(netns) if netns is not None else None
     watcher = _Watcher([(p, f) for p in protos for f in families], ref, flt, interval, owners,

@@ -276,6 +276,11 @@ def unix_request(states: int, want_vfs: bool, want_memory: bool) -> bytes:
     return UNIX_REQ.pack(socket.AF_UNIX, 0, 0, states, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
 
 
+def unix_names_request() -> bytes:
+    """A dump of every unix socket with its bound name and nothing else."""
+    return UNIX_REQ.pack(socket.AF_UNIX, 0, 0, 0xFFFFFFFF, 0, UDIAG_SHOW_NAME, 0xFFFFFFFF, 0xFFFFFFFF)
+
+
 def parse_unix(payload: memoryview, netns: str) -> Socket:
     _family, stype, state, _pad, inode, cookie_lo, cookie_hi = UNIX_MSG.unpack_from(payload)
     attrs = parse_attrs(payload, UNIX_MSG.size)
@@ -283,8 +288,10 @@ def parse_unix(payload: memoryview, netns: str) -> Socket:
     name = attrs.get(UNIX_DIAG_NAME)
     if name is not None and len(name):
         raw = bytes(name)
+        # Names are bytes: decoded as Python decodes file names (surrogateescape),
+        # so os.fsencode gives the bytes back; output escapes them (model.escape_name).
         if raw[0] == 0:  # abstract: a leading NUL, and the rest is the name verbatim
-            local = UnixAddress(raw[1:].decode("utf-8", "backslashreplace"), True)
+            local = UnixAddress(raw[1:].decode("utf-8", "surrogateescape"), True)
         else:
             local = UnixAddress(raw.rstrip(b"\0").decode("utf-8", "surrogateescape"), False)
     recv_q = send_q = 0
@@ -330,12 +337,14 @@ PACKET_DIAG_MEMINFO: Final = 6
 PACKET_INFO = struct.Struct("=IIIIII")  # index, version, reserve, copy_thresh, tstamp, flags
 
 
-def packet_request(want_memory: bool) -> bytes:
-    show = PACKET_SHOW_INFO | (PACKET_SHOW_MEMINFO if want_memory else 0)
+def packet_request() -> bytes:
+    # Memory is always asked for: the queues (Recv-Q, Send-Q) come from it, as in ss.
+    show = PACKET_SHOW_INFO | PACKET_SHOW_MEMINFO
     return PACKET_REQ.pack(socket.AF_PACKET, 0, 0, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
 
 
-def parse_packet(payload: memoryview, netns: str, ifname: Callable[[int], str | None]) -> Socket:
+def parse_packet(payload: memoryview, netns: str, ifname: Callable[[int], str | None],
+                 want_memory: bool = False) -> Socket:
     _family, stype, num, inode, cookie_lo, cookie_hi = PACKET_MSG.unpack_from(payload)
     attrs = parse_attrs(payload, PACKET_MSG.size)
     ifindex = 0
@@ -349,12 +358,19 @@ def parse_packet(payload: memoryview, netns: str, ifname: Callable[[int], str | 
         0, 0, inode, attr_u32(uid_attr) if uid_attr is not None else None,
         cookie_lo | (cookie_hi << 32),
     )
-    mem = attrs.get(PACKET_DIAG_MEMINFO)
-    if mem is not None:
-        sock.memory = parse_skmeminfo(mem)
-        sock.recv_q = sock.memory.rmem_alloc
-        sock.send_q = sock.memory.wmem_alloc
+    _queues_from_memory(sock, attrs.get(PACKET_DIAG_MEMINFO), want_memory)
     return sock
+
+
+def _queues_from_memory(sock: Socket, mem: memoryview | None, want_memory: bool) -> None:
+    """Packet and netlink diag report no queues of their own: they are the
+    memory allocated for reading and writing (what ss shows as Recv-Q/Send-Q)."""
+    if mem is None:
+        return
+    memory = parse_skmeminfo(mem)
+    sock.recv_q, sock.send_q = memory.rmem_alloc, memory.wmem_alloc
+    if want_memory:
+        sock.memory = memory
 
 
 # --- netlink ----------------------------------------------------------------
@@ -374,12 +390,12 @@ NETLINK_PROTOCOLS: Final = {
 }
 
 
-def netlink_request(want_memory: bool) -> bytes:
-    show = NDIAG_SHOW_GROUPS | (NDIAG_SHOW_MEMINFO if want_memory else 0)
+def netlink_request() -> bytes:
+    show = NDIAG_SHOW_GROUPS | NDIAG_SHOW_MEMINFO  # memory holds the queues, as for packet
     return NETLINK_REQ.pack(socket.AF_NETLINK, NDIAG_PROTO_ALL, 0, 0, show, 0xFFFFFFFF, 0xFFFFFFFF)
 
 
-def parse_netlink(payload: memoryview, netns: str) -> Socket:
+def parse_netlink(payload: memoryview, netns: str, want_memory: bool = False) -> Socket:
     (_family, stype, proto, state, portid, dst_portid, dst_group, inode, cookie_lo,
      cookie_hi) = NETLINK_MSG.unpack_from(payload)
     attrs = parse_attrs(payload, NETLINK_MSG.size)
@@ -395,9 +411,5 @@ def parse_netlink(payload: memoryview, netns: str) -> Socket:
         "ESTABLISHED" if state == 1 else "UNCONN", NetlinkAddress(name, portid, groups), remote,
         0, 0, inode, None, cookie_lo | (cookie_hi << 32),
     )
-    mem = attrs.get(NETLINK_DIAG_MEMINFO)
-    if mem is not None:
-        sock.memory = parse_skmeminfo(mem)
-        sock.recv_q = sock.memory.rmem_alloc
-        sock.send_q = sock.memory.wmem_alloc
+    _queues_from_memory(sock, attrs.get(NETLINK_DIAG_MEMINFO), want_memory)
     return sock

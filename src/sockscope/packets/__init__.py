@@ -12,7 +12,7 @@ checksums filled in (unless given explicitly).
 
 from __future__ import annotations
 
-from sockscope import lazy_exports
+from sockscope import lazy_dir, lazy_exports
 
 # The IP layers and the decoder are loaded with the package (importing ``packet``
 # registers them for the next-layer dispatch); the rest on first use (PEP 562):
@@ -142,3 +142,4 @@ if TYPE_CHECKING:
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(__name__, _EXPORTS)

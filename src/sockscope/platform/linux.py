@@ -21,7 +21,13 @@ if TYPE_CHECKING:
     import subprocess
 
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 NETNS_RUN_DIR = "/run/netns"
+
+
+class NetnsGone(SockscopeError):
+    """A namespace looked into earlier can no longer be entered (exit status 1:
+    the input was right when it was given)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +68,28 @@ def _named_netns() -> dict[int, str]:
     except OSError:
         return names
     for name in sorted(entries):
+        # An entry is a bind mount of the namespace; in a mount namespace that does
+        # not see the mount (`ip netns exec` makes one) it is an empty file.
         try:
-            names.setdefault(os.stat(os.path.join(NETNS_RUN_DIR, name)).st_ino, name)
+            fd = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue
+        try:
+            if _namespace_type(fd) == CLONE_NEWNET:
+                names.setdefault(os.fstat(fd).st_ino, name)
+        finally:
+            os.close(fd)
     return names
 
 
 def resolve_netns(spec: str) -> NetnsRef:
-    """A namespace named as ``ip netns`` does, by path, or by the pid of a process in it."""
+    """A namespace named as ``ip netns`` does, by path, or by the pid of a process in it.
+
+    The file is checked to be a network namespace (an nsfs file of type
+    CLONE_NEWNET), so that ``-N /etc/passwd`` is a usage error, not a failed setns.
+    """
+    if not isinstance(spec, str):
+        raise UsageError(f"a network namespace is a name, path or pid as a string, not {spec!r}")
     if spec.isdigit():
         path = f"/proc/{spec}/ns/net"
         what = f"process {spec}"
@@ -81,38 +100,69 @@ def resolve_netns(spec: str) -> NetnsRef:
         path = os.path.join(NETNS_RUN_DIR, spec)
         what = f"network namespace {spec!r}"
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UsageError(f"{what} not found") from None
     except PermissionError:
         raise PermissionNeeded(f"cannot open {what}: permission denied") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{spec} is a directory, not a network namespace")
+    except IsADirectoryError:
+        raise UsageError(f"{spec} is a directory, not a network namespace") from None
+    except OSError as exc:  # a FIFO without a writer, a dead device...
+        raise UsageError(f"{spec} is not a network namespace ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{spec} is a directory, not a network namespace")
+        if _namespace_type(fd) != CLONE_NEWNET:
+            raise UsageError(f"{spec} is not a network namespace")
+    finally:
+        os.close(fd)
     return NetnsRef(st.st_ino, display_name(st.st_ino), path)
+
+
+def _namespace_type(fd: int) -> int | None:
+    """The CLONE_NEW* type of a namespace file (NS_GET_NSTYPE), None for any other file."""
+    import fcntl
+
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:  # ENOTTY: not an nsfs file
+        return None
 
 
 def all_netns() -> list[NetnsRef]:
     """Every network namespace on the host: named ones, then those only processes hold.
 
-    Namespaces are told apart by inode; the current one comes first.
+    Namespaces are told apart by inode; the current one comes first. Without root,
+    the namespaces of other users' processes cannot be read: see `scan_all_netns`.
     """
+    return scan_all_netns()[0]
+
+
+def scan_all_netns() -> tuple[list[NetnsRef], int]:
+    """`all_netns`, and how many processes' namespaces could not be read (permission
+    denied: another user's process, without root)."""
     seen: dict[int, NetnsRef] = {}
     here = os.stat("/proc/self/ns/net").st_ino
     named = _named_netns()
     seen[here] = NetnsRef(here, display_name(here, named), "/proc/self/ns/net")
     for inode, name in named.items():
         seen.setdefault(inode, NetnsRef(inode, name, os.path.join(NETNS_RUN_DIR, name)))
+    unreadable = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         path = f"/proc/{entry}/ns/net"
         try:
             inode = os.stat(path).st_ino
-        except OSError:  # exited, or another user's process without root
+        except PermissionError:
+            unreadable += 1
+            continue
+        except OSError:  # exited meanwhile
             continue
         if inode not in seen:
             seen[inode] = NetnsRef(inode, display_name(inode, named), path)
-    return list(seen.values())
+    return list(seen.values()), unreadable
 
 
 def ifname_lookup() -> Callable[[int], str | None]:
@@ -165,12 +215,7 @@ def in_netns(ref: NetnsRef | None) -> Iterator[None]:
         if os.fstat(here).st_ino == ref.inode:
             yield
             return
-        try:
-            target = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise UsageError(f"network namespace {ref.name} has gone") from None
-        except PermissionError:
-            raise PermissionNeeded(f"entering network namespace {ref.name} needs root") from None
+        target = _open_again(ref)
         try:
             try:
                 _libc_setns(target, CLONE_NEWNET)
@@ -178,6 +223,8 @@ def in_netns(ref: NetnsRef | None) -> Iterator[None]:
                 raise PermissionNeeded(
                     f"entering network namespace {ref.name} needs root (CAP_SYS_ADMIN)"
                 ) from None
+            except OSError as exc:  # EINVAL: the file is no namespace (any more)
+                raise NetnsGone(f"cannot enter network namespace {ref.name}: {exc.strerror}") from None
         finally:
             os.close(target)
         try:
@@ -186,6 +233,22 @@ def in_netns(ref: NetnsRef | None) -> Iterator[None]:
             _libc_setns(here, CLONE_NEWNET)
     finally:
         os.close(here)
+
+
+def _open_again(ref: NetnsRef) -> int:
+    """A descriptor of ``ref``'s namespace, opened by its path again. The path may
+    have gone (``ip netns del``, the process exited) or now name another namespace
+    (deleted and added again): either way the namespace asked for is gone."""
+    try:
+        fd = os.open(ref.path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NetnsGone(f"network namespace {ref.name} has gone") from None
+    except PermissionError:
+        raise PermissionNeeded(f"entering network namespace {ref.name} needs root") from None
+    if os.fstat(fd).st_ino != ref.inode:
+        os.close(fd)
+        raise NetnsGone(f"network namespace {ref.name} has gone ({ref.path} names another now)")
+    return fd
 
 
 def sbin_tool(name: str) -> str | None:

@@ -7,7 +7,7 @@ through a raw socket (IP_HDRINCL). Imported lazily so ``import sockscope.probe``
 
 from __future__ import annotations
 
-from sockscope import lazy_exports
+from sockscope import lazy_dir, lazy_exports
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 
@@ -68,3 +68,4 @@ if TYPE_CHECKING:
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
+__dir__ = lazy_dir(__name__, _EXPORTS)

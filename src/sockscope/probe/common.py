@@ -6,6 +6,7 @@ from __future__ import annotations
 # milliseconds of start-up; the functions and constants are the same.
 import _socket as socket
 
+from sockscope.probe import rawio
 from sockscope.probe.resolve import family_name
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
@@ -60,15 +61,30 @@ def unreachable_mark(family: int, code: int) -> str:
     return marks.get(code, f"!<{code}>")
 
 
-def icmp_text(family: int, icmp_type: int, icmp_code: int) -> str:
-    """ping's words for an ICMP error."""
+def too_big_mark(mtu: int) -> str:
+    """traceroute's mark for "fragmentation needed" / "packet too big"."""
+    return f"!F-{mtu}"
+
+
+def too_big_mtu(family: int, icmp_type: int, icmp_code: int, rest: int) -> int | None:
+    """The MTU a "fragmentation needed" (IPv4) or "packet too big" (IPv6) message
+    reports, from the 32 bits after its type, code and checksum; None for others."""
+    if family == socket.AF_INET:
+        return rest & 0xFFFF if icmp_type == 3 and icmp_code == 4 else None
+    return rest if icmp_type == 2 else None
+
+
+def icmp_text(family: int, icmp_type: int, icmp_code: int, mtu: int | None = None) -> str:
+    """ping's words for an ICMP error (``mtu``: what a too-big message reports)."""
     if is_time_exceeded(family, icmp_type):
         return "Time to live exceeded"
+    if mtu is not None:
+        if family == socket.AF_INET:
+            return f"Frag needed and DF set (mtu = {mtu})"
+        return f"Packet too big: mtu={mtu}"
     if is_unreachable(family, icmp_type):
         table = _UNREACH4 if family == socket.AF_INET else _UNREACH6
         return table.get(icmp_code, f"Destination unreachable, code {icmp_code}")
-    if family == socket.AF_INET6 and icmp_type == 2:
-        return "Packet too big"
     return f"{family_name(family)} ICMP type {icmp_type} code {icmp_code}"
 
 
@@ -92,3 +108,11 @@ def unreach_reason(family: int, code: int) -> str:
         5: "admin-prohibited",
         6: "reject-route",
     }.get(code, f"unreach-code-{code}")
+
+
+def queued_seq(q: rawio.QueuedError) -> int | None:
+    """The sequence of the echo request an ICMP datagram socket's error-queue entry
+    quotes (None for a local error or a quote too short)."""
+    if len(q.payload) < 8 or q.origin == rawio.SO_EE_ORIGIN_LOCAL:
+        return None
+    return int.from_bytes(q.payload[6:8], "big")

@@ -243,6 +243,15 @@ class Engine:
         catches duplicate replies."""
         self.pending[probe.key] = probe
 
+    def answer(self, probe: Probe, got: Received) -> None:
+        """Answer ``probe`` with ``got`` from here (e.g. the kernel's own refusal to
+        send it); it comes with the next `poll`/`wait` like any reply."""
+        self.pending.pop(probe.key, None)
+        probe.reply = got
+        self._answered.append(probe)
+        if self._event is not None:
+            self._event.set()
+
     def forget(self, probe: Probe) -> None:
         self.pending.pop(probe.key, None)
         stream = self._streams.pop(probe.key, None)

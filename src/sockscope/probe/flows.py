@@ -18,8 +18,12 @@ import _socket as socket
 import struct
 
 from sockscope.packets import ICMP, SYN, TCP, UDP, ICMPv6, IPv4, IPv6, stack
+from sockscope.packets.tcp import tcp_options
 
 UDP_HEADER, ICMP_HEADER, TCP_HEADER = 8, 8, 20
+# A SYN probe carries the options a Linux SYN does (MSS, SACK-permitted, timestamps,
+# window scale), as traceroute -T sends: 60-byte probes over IPv4, 80 over IPv6.
+SYN_OPTIONS = 20
 ECHO_REQUEST: dict[int, int] = {socket.AF_INET: 8, socket.AF_INET6: 128}
 
 
@@ -64,8 +68,13 @@ def icmp_probe(ip: IPv4 | IPv6, ident: int, seq: int, checksum: int, size: int) 
     )
 
 
-def tcp_syn(ip: IPv4 | IPv6, sport: int, dport: int, seq: int) -> bytes:
-    return stack(ip, TCP.build(sport=sport, dport=dport, seq=seq & 0xFFFFFFFF, flags=SYN, window=64240))
+def tcp_syn(ip: IPv4 | IPv6, sport: int, dport: int, seq: int, size: int = 0) -> bytes:
+    """A SYN with Linux's options and ``size`` bytes of data after them (to make a
+    probe as long as asked, as tcptraceroute does)."""
+    mss = 1460 if isinstance(ip, IPv4) else 1440
+    opts = tcp_options(mss=mss, sack_ok=True, ts=(seq & 0xFFFFFFFF, 0), wscale=7)
+    tcp = TCP.build(sport=sport, dport=dport, seq=seq & 0xFFFFFFFF, flags=SYN, window=64240, options=opts)
+    return stack(ip, tcp, payload=bytes(size))
 
 
 class SynTemplate:

@@ -27,6 +27,11 @@ IPV6_HOPLIMIT = 52
 SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS has the same number
 IP_MTU = 14
 IPV6_MTU = 24
+IP_MTU_DISCOVER = 10
+IPV6_MTU_DISCOVER = 23
+SO_BINDTODEVICE = 25
+# Path MTU discovery modes (IP_PMTUDISC_*, the same numbers for IPv6), as ping -M names them.
+PMTUDISC = {"dont": 0, "want": 1, "do": 2, "probe": 3}
 SO_EE_ORIGIN_LOCAL = 1
 SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
@@ -111,11 +116,11 @@ def udp_with_errors(family: int) -> socket.socket:
     return sock
 
 
-def enable_errors(sock: socket.socket, family: int) -> None:
+def enable_errors(sock: socket.socket, family: int, on: bool = True) -> None:
     if family == socket.AF_INET:
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, int(on))
     else:
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, int(on))
 
 
 def enable_ttl_info(sock: socket.socket, family: int) -> None:
@@ -137,6 +142,29 @@ def set_tos(sock: socket.socket, family: int, tos: int) -> None:
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
     else:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+
+
+def set_pmtudisc(sock: socket.socket, family: int, mode: str) -> None:
+    """Path MTU discovery for what the kernel sends for us: "dont" (no DF; fragment
+    to the path MTU), "want" (the kernel's default: DF unless the packet must be
+    fragmented), "do" (DF; too large is EMSGSIZE), "probe" (DF, the interface MTU,
+    the learnt path MTU ignored)."""
+    if family == socket.AF_INET:
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, PMTUDISC[mode])
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, PMTUDISC[mode])
+
+
+def bind_to(sock: socket.socket, family: int, where: str) -> None:
+    """Send from ``where``: an address of this host (bind) or an interface name
+    (SO_BINDTODEVICE), as ping -I and traceroute -s / -i take them. Errors are the
+    caller's (OSError: no such address or device)."""
+    try:
+        socket.inet_pton(family, where.split("%")[0])
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, where.encode())
+        return
+    sock.bind((where, 0))
 
 
 def ttl_from(ancdata: list[tuple[int, int, bytes]]) -> int | None:
@@ -206,6 +234,27 @@ def route_mtu(family: int, address: str) -> int | None:
         return None
     finally:
         sock.close()
+
+
+def too_long_mtu(sock: socket.socket, family: int, data: bytes, address: tuple[object, ...]) -> int | None:
+    """The MTU the kernel held ``data`` against when sending it failed with EMSGSIZE
+    (the path MTU, or the interface's with "probe"): sent again with the error queue
+    on, the local error it queues says (traceroute reads it so). None if it does not."""
+    enable_errors(sock, family)
+    try:
+        sock.sendto(data, address)
+    except OSError:
+        pass
+    try:
+        _data, ancdata, _flags, addr = sock.recvmsg(0, 512, socket.MSG_ERRQUEUE)
+        queued = parse_queued_error(ancdata, addr, b"")
+    except OSError:
+        queued = None
+    finally:
+        enable_errors(sock, family, False)
+    if queued is None or queued.errno != errno.EMSGSIZE or not queued.info:
+        return None
+    return queued.info
 
 
 # Errors a send can report because an earlier ICMP error is pending on the socket

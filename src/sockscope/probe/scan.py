@@ -22,15 +22,15 @@ from sockscope.probe import flows, rawio
 from sockscope.probe.common import is_port_unreachable, is_unreachable, sockaddr, unreach_reason
 from sockscope.probe.engine import OWN, Engine, Kind, Probe, Received, adrive, drive
 from sockscope.probe.matching import quoted_transport
-from sockscope.probe.model import PortResult, ScanResult
+from sockscope.probe.model import ScanResult
 from sockscope.probe.ports import parse_ports
-from sockscope.probe.resolve import check_positive, check_range, resolve, source_address
+from sockscope.probe.records import PortResult
+from sockscope.probe.resolve import check_number, check_positive, check_range, resolve, source_address
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Hashable
-    from typing import Any
+    from collections.abc import Hashable, Iterable
 
     from sockscope.probe.engine import Steps
 
@@ -45,9 +45,27 @@ _CONNECT_REASONS = {
 }
 
 
-def scan(host: str, ports: str | list[int], **options: Any) -> ScanResult:
-    """Scan ``ports`` of ``host``; the options are those of `prepare`."""
-    result, scanner, port_list = prepare(host, ports, **options)
+def scan(
+    host: str,
+    ports: str | Iterable[int] = "1-1024",
+    *,
+    method: str = "connect",
+    rate: float = 1000.0,
+    retries: int = 1,
+    timeout: float = 1.0,
+    max_inflight: int = 1024,
+    family: int | None = None,
+) -> ScanResult:
+    """Scan ``ports`` of ``host``: a list of numbers or text as users write it
+    (``"22,80,8000-8100"``, ``"-"`` for all). ``method``: "connect" (any user),
+    "syn" (half-open, CAP_NET_RAW) or "udp". ``rate`` caps probes per second (0: no
+    cap); a probe unanswered after ``timeout`` s (less once RTTs are known: the
+    smoothed RTT plus 4 deviations, at least 0.1 s) is sent again up to ``retries``
+    times; at most ``max_inflight`` wait at once. ``family``: AF_INET or AF_INET6 to
+    pick one for a name. Bad arguments raise `UsageError`."""
+    result, scanner, port_list = prepare(
+        host, ports, method, rate, retries, timeout, max_inflight, family
+    )
     if scanner.method == "connect":  # the kernel's connect(): only asyncio runs many at once
         import asyncio
 
@@ -62,9 +80,21 @@ def scan(host: str, ports: str | list[int], **options: Any) -> ScanResult:
     return result
 
 
-async def ascan(host: str, ports: str | list[int], **options: Any) -> ScanResult:
+async def ascan(
+    host: str,
+    ports: str | Iterable[int] = "1-1024",
+    *,
+    method: str = "connect",
+    rate: float = 1000.0,
+    retries: int = 1,
+    timeout: float = 1.0,
+    max_inflight: int = 1024,
+    family: int | None = None,
+) -> ScanResult:
     """`scan` for asyncio programs."""
-    result, scanner, port_list = prepare(host, ports, **options)
+    result, scanner, port_list = prepare(
+        host, ports, method, rate, retries, timeout, max_inflight, family
+    )
     if scanner.method == "connect":
         return await _connect_scan(result, scanner, port_list)
     engine = Engine(scanner.family, scanner.match, timestamps=False)
@@ -97,27 +127,21 @@ def _finish(
 
 def prepare(
     host: str,
-    ports: str | list[int],
-    *,
-    method: str = "connect",
-    rate: float = 1000.0,
-    retries: int = 1,
-    timeout: float = 1.0,
-    max_inflight: int = 1024,
-    family: int | None = None,
+    ports: str | Iterable[int],
+    method: str,
+    rate: float,
+    retries: int,
+    timeout: float,
+    max_inflight: int,
+    family: int | None,
 ) -> tuple[ScanResult, _Scanner, list[int]]:
-    """Check the options of a scan. ``ports`` as a list or text (``"22,80,8000-8100"``).
-    ``method``: connect, syn or udp. ``rate`` caps probes per second (0: no cap); a
-    probe unanswered after ``timeout`` s (less once RTTs are known: the smoothed RTT
-    plus 4 deviations, at least 0.1 s) is sent again up to ``retries`` times."""
+    """Check the arguments of `scan` (usage errors) and resolve the host."""
     if method not in METHODS:
         raise UsageError(f"unknown scan method {method!r} (use {', '.join(METHODS)})")
-    port_list = parse_ports(ports) if isinstance(ports, str) else sorted(set(ports))
-    for port in port_list:
-        check_range("port", port, 1, 65535)
+    port_list = parse_ports(ports) if isinstance(ports, str) else _port_numbers(ports)
     if not port_list:
         raise UsageError("no ports to scan")
-    if rate < 0:
+    if check_number("rate", rate) < 0:
         raise UsageError(f"rate must not be negative, got {rate}")
     check_range("retries", retries, 0, 20)
     check_positive("timeout", timeout)
@@ -128,6 +152,15 @@ def prepare(
         _Scanner(fam, address, method, rate, retries, timeout, max_inflight),
         port_list,
     )
+
+
+def _port_numbers(ports: object) -> list[int]:
+    """A list of port numbers given as such: sorted, without repeats."""
+    try:
+        given = list(ports)  # type: ignore[call-overload]
+    except TypeError:
+        raise UsageError(f"ports must be text or port numbers, not {type(ports).__name__}") from None
+    return sorted({check_range("port", port, 1, 65535) for port in given})
 
 
 class _Scanner:
@@ -244,9 +277,9 @@ class _Scanner:
         tcp = got.transport
         if isinstance(tcp, ICMP | ICMPv6):
             found = quoted_transport(tcp) if tcp.is_error else None
-            if found is None or found[0].dst_ip != self.address or len(found[1]) < 4:
+            if found is None or found[0].dst_ip != self.address or len(found[2]) < 4:
                 return None
-            sport, dport = int.from_bytes(found[1][:2], "big"), int.from_bytes(found[1][2:4], "big")
+            sport, dport = int.from_bytes(found[2][:2], "big"), int.from_bytes(found[2][2:4], "big")
             return dport if sport == self.sport else None
         if not isinstance(tcp, TCP):
             return None

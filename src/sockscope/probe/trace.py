@@ -12,17 +12,20 @@ from __future__ import annotations
 # `socket`'s C core: the wrapper module's enums and selectors cost every trace
 # milliseconds of start-up; the functions and constants are the same.
 import _socket as socket
+import errno
 import os
 import time
 
 from sockscope.errors import PermissionNeeded, UsageError
 from sockscope.probe import flows, rawio
 from sockscope.probe.common import sockaddr
-from sockscope.probe.engine import Engine, Kind, Probe, adrive, drive
-from sockscope.probe.matching import TraceMatcher, describe
-from sockscope.probe.model import TraceHop, TraceProbe, TraceResult
+from sockscope.probe.engine import Engine, Kind, Probe, Received, adrive, drive
+from sockscope.probe.matching import UDP_ANSWER, TraceMatcher, describe
+from sockscope.probe.records import TraceHop, TraceProbe
 from sockscope.probe.resolve import (
     IP_HEADER,
+    check_int,
+    check_number,
     check_positive,
     check_range,
     check_size,
@@ -33,41 +36,136 @@ from sockscope.probe.resolve import (
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Hashable
     from typing import Any
 
     from sockscope.probe.engine import Steps
+    from sockscope.probe.model import TraceResult
 
 METHODS = ("udp", "icmp", "tcp")
 DEFAULT_PORT = {"udp": 33434, "tcp": 80, "icmp": None}
-HEADER = {"udp": flows.UDP_HEADER, "icmp": flows.ICMP_HEADER, "tcp": flows.TCP_HEADER}
+HEADER = {"udp": flows.UDP_HEADER, "icmp": flows.ICMP_HEADER, "tcp": flows.TCP_HEADER + flows.SYN_OPTIONS}
+
 WAIT_PRECISION = 0.001  # added to an RTT before scaling it, as traceroute does
 
 
-def trace(host: str, **options: Any) -> TraceResult:
-    """Trace the path to ``host``; the options are those of `prepare`."""
-    result, tracer, steps = prepare(host, **options)
-    try:
-        drive(tracer.engine, steps)
-    finally:
-        _finish(result, tracer, steps)
-    return result
+def trace(
+    host: str,
+    *,
+    method: str = "udp",
+    port: int | None = None,
+    queries: int = 3,
+    first_ttl: int = 1,
+    max_ttl: int = 30,
+    wait: float = 5.0,
+    here: float = 3.0,
+    near: float = 10.0,
+    parallel: int = 16,
+    packet_len: int | None = None,
+    tos: int = 0,
+    family: int | None = None,
+    names: bool = False,
+    dont_fragment: bool = False,
+    source: str | None = None,
+    interface: str | None = None,
+    on_hop: Callable[[TraceHop], None] | None = None,
+    on_start: Callable[[TraceRun], None] | None = None,
+) -> TraceResult:
+    """Trace the path to ``host`` with ``method`` probes ("udp", "icmp" or "tcp";
+    ``port`` defaults to 33434 for UDP, 80 for TCP): TTLs ``first_ttl``..``max_ttl``,
+    ``queries`` probes each, at most ``parallel`` in flight. A probe is given up
+    after ``wait`` s, or ``here`` times the RTT of an answer from its hop, or
+    ``near`` times that of a later hop (0 disables either), as Linux traceroute
+    does. ``packet_len``: whole probe packets (default 60 bytes for IPv4, 80 for
+    IPv6; larger than the path MTU is fragmented by the kernel, as for traceroute,
+    unless ``dont_fragment``: then a router's "fragmentation needed" / "packet too
+    big", or the kernel's own refusal, is marked ``!F-MTU`` and ends the trace);
+    ``tos``: the TOS / traffic class; ``source``: an address of this host to send
+    from, ``interface``: an interface to send through; ``family``: AF_INET or
+    AF_INET6 to pick one for a name; ``names``: reverse lookups. ``on_start`` gets the trace's
+    state once the sockets are open, ``on_hop`` each hop, in order, as soon as it
+    is complete. Bad arguments raise `UsageError`."""
+    run = trace_run(**_options(locals()))
+    from sockscope.probe.model import TraceResult
+
+    return TraceResult(**run.fields())
 
 
-async def atrace(host: str, **options: Any) -> TraceResult:
+async def atrace(
+    host: str,
+    *,
+    method: str = "udp",
+    port: int | None = None,
+    queries: int = 3,
+    first_ttl: int = 1,
+    max_ttl: int = 30,
+    wait: float = 5.0,
+    here: float = 3.0,
+    near: float = 10.0,
+    parallel: int = 16,
+    packet_len: int | None = None,
+    tos: int = 0,
+    family: int | None = None,
+    names: bool = False,
+    dont_fragment: bool = False,
+    source: str | None = None,
+    interface: str | None = None,
+    on_hop: Callable[[TraceHop], None] | None = None,
+    on_start: Callable[[TraceRun], None] | None = None,
+) -> TraceResult:
     """`trace` for asyncio programs: many traces can run at once, no threads."""
-    result, tracer, steps = prepare(host, **options)
+    run, tracer, steps = prepare(**_options(locals()))
     try:
         await adrive(tracer.engine, steps)
     finally:
-        _finish(result, tracer, steps)
-    return result
+        _finish(run, tracer, steps)
+    from sockscope.probe.model import TraceResult
+
+    return TraceResult(**run.fields())
 
 
-def _finish(result: TraceResult, tracer: _Tracer, steps: Steps) -> None:
+def trace_run(host: str, **options: Any) -> TraceRun:
+    """`trace` without building its dataclass: what ``sockscope trace`` prints
+    from, since importing ``dataclasses`` would cost every traceroute 12 ms."""
+    run, tracer, steps = prepare(host, **options)
+    try:
+        drive(tracer.engine, steps)
+    finally:
+        _finish(run, tracer, steps)
+    return run
+
+
+def _options(given: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in given.items() if not name.startswith("_")}
+
+
+def _finish(run: TraceRun, tracer: _Tracer, steps: Steps) -> None:
     steps.close()
-    result.ignored, result.malformed = tracer.engine.ignored, tracer.engine.malformed
+    run.ignored, run.malformed = tracer.engine.ignored, tracer.engine.malformed
     tracer.engine.close()
+
+
+class TraceRun:
+    """A trace's state while it runs: the fields of `TraceResult`, in a plain class."""
+
+    def __init__(
+        self, destination: str, address: str, method: str, port: int | None, packet_size: int, max_ttl: int
+    ) -> None:
+        self.destination, self.address = destination, address
+        self.method = method
+        self.port, self.packet_size, self.max_ttl = port, packet_size, max_ttl
+        self.hops: list[TraceHop] = []
+        self.reached = False
+        self.ignored = 0
+        self.malformed = 0
+        self.unprivileged = False
+        self.notes: list[str] = []
+        self.fallback: str | None = None
+        self.elapsed_ms = 0.0
+        self.path_mtu: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 def prepare(
@@ -86,9 +184,12 @@ def prepare(
     tos: int = 0,
     family: int | None = None,
     names: bool = False,
+    dont_fragment: bool = False,
+    source: str | None = None,
+    interface: str | None = None,
     on_hop: Callable[[TraceHop], None] | None = None,
-    on_start: Callable[[TraceResult], None] | None = None,
-) -> tuple[TraceResult, _Tracer, Steps]:
+    on_start: Callable[[TraceRun], None] | None = None,
+) -> tuple[TraceRun, _Tracer, Steps]:
     """Check the options and open the sockets of a trace. It will probe TTLs
     ``first_ttl``..``max_ttl`` with ``queries`` probes each, at most ``parallel`` in
     flight. A probe is given up after ``wait`` s, or ``here`` times the RTT of an
@@ -104,21 +205,28 @@ def prepare(
     check_range("parallel probes", parallel, 1, 255)
     check_range("TOS", tos, 0, 255)
     check_positive("wait", wait)
-    if here < 0 or near < 0:
+    for what, where in (("source", source), ("interface", interface)):
+        if where is not None and (not isinstance(where, str) or not where):
+            raise UsageError(f"{what} must be an address or a name, not {where!r}")
+    if check_number("wait factor", here) < 0 or check_number("wait factor", near) < 0:
         raise UsageError("wait factors must not be negative")
     dport = DEFAULT_PORT[method] if port is None else check_range("port", port, 1, 65535)
     fam, address = resolve(host, family)
     ip_len = IP_HEADER[fam]
     default_len = 60 if fam == socket.AF_INET else 80
-    total = default_len if packet_len is None else packet_len
-    if total < ip_len + HEADER[method] + 2:
-        raise UsageError(f"packet length {total} too small (at least {ip_len + HEADER[method] + 2})")
-    check_size(fam, address, total - ip_len - HEADER[method], HEADER[method])
-    result = TraceResult(host, address, method, dport, total, max_ttl)
-    tracer = _Tracer(fam, address, method, dport, total - ip_len - HEADER[method], tos)
+    total = default_len if packet_len is None else check_int("packet length", packet_len)
+    least = ip_len + HEADER[method] + (0 if method == "tcp" else 2)
+    if total < least:
+        raise UsageError(f"packet length {total} too small (at least {least})")
+    check_size(fam, total - ip_len - HEADER[method], HEADER[method])
+    result = TraceRun(host, address, method, dport, total, max_ttl)
+    how = _How(tos, "probe" if dont_fragment else "dont", source, interface)
+    tracer = _Tracer(fam, address, method, dport, total - ip_len - HEADER[method], how)
     result.unprivileged = tracer.unprivileged
     if tracer.unprivileged:  # what was really used, and how
         result.method, result.port = tracer.method, tracer.port
+        if tracer.method == "tcp":  # the kernel's SYN: as long as ours, data aside
+            result.packet_size = ip_len + HEADER["tcp"]
         result.notes.append(tracer.unpriv.how)
         result.fallback = tracer.unpriv.fallback
     if on_start is not None:
@@ -130,39 +238,58 @@ def prepare(
     )
 
 
+class _How:
+    """How probes leave: TOS, path MTU discovery mode, source address, interface."""
+
+    def __init__(self, tos: int, pmtudisc: str, source: str | None, interface: str | None) -> None:
+        self.tos, self.pmtudisc, self.source, self.interface = tos, pmtudisc, source, interface
+
+    def apply(self, sock: socket.socket, family: int) -> None:
+        if self.tos:
+            rawio.set_tos(sock, family, self.tos)
+        rawio.set_pmtudisc(sock, family, self.pmtudisc)
+        if self.interface is not None:
+            rawio.bind_to(sock, family, self.interface)
+        if self.source is not None:
+            rawio.bind_to(sock, family, self.source)
+
+
 class _Tracer:
     def __init__(
-        self, family: int, address: str, method: str, port: int | None, payload: int, tos: int
+        self, family: int, address: str, method: str, port: int | None, payload: int, how: _How
     ) -> None:
-        self.family, self.address, self.method, self.port, self.payload, self.tos = (
-            family,
-            address,
-            method,
-            port,
-            payload,
-            tos,
-        )
+        self.family, self.address, self.method, self.port = family, address, method, port
+        self.payload, self.how, self.tos = payload, how, how.tos
         pid = os.getpid()
         self.ident = pid & 0xFFFF
         self.sport = 0x8000 | (pid & 0x7FFF) if method != "icmp" else 0
         self.seq_base = (pid * 2654435761) & 0xFFFF0000
         self.flow = (pid * 40503) & 0xFFFFF or 1
         self.matcher = TraceMatcher(
-            family, address, method, self.sport, port or 0, self.ident, self.seq_base, tos
+            family, address, method, self.sport, port or 0, self.ident, self.seq_base, how.tos
         )
-        self.engine = Engine(family, self.matcher)
+        self.matcher.syn_data = payload if method == "tcp" else 0
+        self.engine = Engine(family, self._match)
         self.names: dict[str, str | None] = {}
         self.dest = sockaddr(family, address, 0)
+        self.ip_len = IP_HEADER[family]
+        self.ttl = 0  # the TTL the sending socket is set to
+        # Probe numbering (see `steps`) and the highest TTL a router answered for.
+        self.first_ttl, self.queries, self.router_ttl = 1, 3, 0
+        # Checked first, with the source or interface asked for: no route is one line.
+        self.source = source_address(family, address, how.source or how.interface)
         icmp_proto = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
         raw_kind = Kind.IP if family == socket.AF_INET else Kind.TRANSPORT6
         try:
-            self.sock = self.engine.own(rawio.raw_sender(family))
-            self.engine.listen(rawio.raw_receiver(family, icmp_proto), raw_kind, icmp_proto)
-            if method == "tcp":
-                self.engine.listen(
-                    rawio.raw_receiver(family, socket.IPPROTO_TCP), raw_kind, socket.IPPROTO_TCP
-                )
-            self.source = source_address(family, address)
+            # One raw socket of the probes' protocol sends them and reads what comes
+            # back in that protocol (TCP answers, UDP answers from a service, ICMP echo
+            # replies); we build the transport, the kernel the IP header, so it
+            # fragments as traceroute's probes are (or refuses, with -F).
+            proto = {"udp": socket.IPPROTO_UDP, "tcp": socket.IPPROTO_TCP}.get(method, icmp_proto)
+            self.sock = self.engine.listen(rawio.raw_receiver(family, proto), raw_kind, proto)
+            if method != "icmp":
+                self.engine.listen(rawio.raw_receiver(family, icmp_proto), raw_kind, icmp_proto)
+            how.apply(self.sock, family)
             self.unprivileged = False
         except PermissionNeeded:
             self.engine.close()
@@ -171,25 +298,61 @@ class _Tracer:
 
             self.unpriv = Unprivileged(self)
             self.method, self.port = self.unpriv.method, self.unpriv.port
-            self.source = ""
             self.unprivileged = True
 
+    def _match(self, got: Received) -> Hashable | None:
+        key = self.matcher(got)
+        if key is UDP_ANSWER:
+            # A service's answer quotes nothing. Answers come in the order the probes
+            # that reached it were sent, and those are beyond every hop a router
+            # answered for: the answer is the earliest such probe's still waiting.
+            beyond = self.router_ttl
+            waiting = [k for k in self.engine.pending if isinstance(k, int) and self._ttl(k) > beyond]
+            return min(waiting) if waiting else None
+        if isinstance(key, int) and key in self.engine.pending and not self.matcher.reached(got):
+            self.router_ttl = max(self.router_ttl, self._ttl(key))
+        return key
+
+    def _ttl(self, key: int) -> int:
+        return self.first_ttl + (key - 1) // self.queries
+
     def send(self, probe: Probe, key: int, ttl: int) -> None:
-        if self.unprivileged:
-            self.unpriv.send(probe, key, ttl)
-            return
-        ip = flows.ip_header(self.family, self.source, self.address, ttl, key, self.tos, self.flow)
-        if self.method == "udp":
-            wire = flows.udp_probe(ip, self.sport, self.port or 0, key, self.payload)
-        elif self.method == "icmp":
-            wire = flows.icmp_probe(ip, self.ident, key, self.matcher.icmp_checksum, self.payload)
-        else:
-            wire = flows.tcp_syn(ip, self.sport, self.port or 0, self.seq_base + key)
-        self.engine.send(self.sock, probe, wire, self.dest)
+        try:
+            if self.unprivileged:
+                self.unpriv.send(probe, key, ttl)
+                return
+            ip = flows.ip_header(self.family, self.source, self.address, ttl, key, self.tos, self.flow)
+            if self.method == "udp":
+                wire = flows.udp_probe(ip, self.sport, self.port or 0, key, self.payload)
+            elif self.method == "icmp":
+                wire = flows.icmp_probe(ip, self.ident, key, self.matcher.icmp_checksum, self.payload)
+            else:
+                wire = flows.tcp_syn(ip, self.sport, self.port or 0, self.seq_base + key, self.payload)
+            if ttl != self.ttl:
+                rawio.set_ttl(self.sock, self.family, ttl)
+                self.ttl = ttl
+            # The transport only (its checksum made with our source address): the kernel
+            # adds the IP header.
+            self.engine.send(self.sock, probe, wire[self.ip_len :], self.dest)
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:
+                raise
+            self._too_long(probe, wire[self.ip_len :] if not self.unprivileged else b"")
+
+    def _too_long(self, probe: Probe, data: bytes) -> None:
+        """The kernel refused the probe as larger than the MTU (with -F): the probe's
+        answer is that refusal, marked !F-MTU as traceroute marks it."""
+        sock = self.unpriv.sock if self.unprivileged else self.sock
+        mtu = rawio.too_long_mtu(sock, self.family, data, self.dest) if data else None
+        mtu = mtu or rawio.route_mtu(self.family, self.address) or 0
+        origin = rawio.SO_EE_ORIGIN_LOCAL
+        queued = rawio.QueuedError(errno.EMSGSIZE, origin, 0, 0, mtu, None, (self.address, 0), b"")
+        probe.sent = time.monotonic()
+        self.engine.answer(probe, Received("", probe.sent, queued=queued))
 
     def steps(
         self,
-        result: TraceResult,
+        result: TraceRun,
         queries: int,
         first: int,
         last: int,
@@ -199,6 +362,7 @@ class _Tracer:
         names: bool,
     ) -> Steps:
         wait, here, near = waits
+        self.first_ttl, self.queries, self.router_ttl = first, queries, 0
         start = time.monotonic()
         probes = [
             Probe(n + 1, (ttl, q))
@@ -274,10 +438,9 @@ class _Tracer:
                 out.append(TraceProbe(ttl))
                 continue
             icmp_type, icmp_code, mark, notes = describe(self.matcher, probe.reply)
-            name = self._name(probe.reply.source) if names else None
+            source = probe.reply.source or None  # None: our own kernel's refusal (too long)
+            name = self._name(source) if names and source else None
             out.append(
-                TraceProbe(
-                    ttl, probe.reply.source, probe.rtt_ms, icmp_type, icmp_code, mark, name, tuple(notes)
-                )
+                TraceProbe(ttl, source, probe.rtt_ms, icmp_type, icmp_code, mark, name, tuple(notes))
             )
         return TraceHop(probes[0].info[0], out)

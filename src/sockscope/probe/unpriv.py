@@ -24,11 +24,9 @@ import struct
 
 from sockscope.errors import PermissionNeeded
 from sockscope.probe import flows, rawio
-from sockscope.probe.common import sockaddr
+from sockscope.probe.common import queued_seq, sockaddr
 from sockscope.probe.engine import Kind, Probe, Received
 from sockscope.probe.matching import TraceMatcher
-from sockscope.probe.ping import queued_seq
-from sockscope.probe.resolve import source_address
 
 TYPE_CHECKING = False  # not `from typing import ...`: see sockscope/__init__.py (start-up time)
 if TYPE_CHECKING:
@@ -95,26 +93,23 @@ class Unprivileged:
         t.matcher = DatagramMatcher(
             self.family, self.address, method, t.sport, port, t.ident, t.seq_base, t.tos
         )
-        t.engine.matcher = t.matcher
 
     def _open_udp(self) -> None:
         t = self.t
         self.sock = t.engine.listen(rawio.udp_with_errors(self.family), Kind.DATAGRAM, socket.IPPROTO_UDP)
-        self.sock.bind(_any(self.family))
+        t.how.apply(self.sock, self.family)
+        if t.how.source is None:
+            self.sock.bind(_any(self.family))
         t.matcher.sport = self.sock.getsockname()[1]
-        if t.tos:
-            rawio.set_tos(self.sock, self.family, t.tos)
 
     def _open_icmp(self, sock: socket.socket) -> None:
         t = self.t
         proto = socket.IPPROTO_ICMP if self.family == socket.AF_INET else socket.IPPROTO_ICMPV6
         self.sock = t.engine.listen(sock, Kind.DATAGRAM, proto)
-        sock.bind(_any(self.family))
+        t.how.apply(sock, self.family)
+        if t.how.source is None:
+            sock.bind(_any(self.family))
         t.matcher.ident = sock.getsockname()[1]  # the kernel's identifier for our requests
-        if t.tos:
-            rawio.set_tos(sock, self.family, t.tos)
-        # The pseudo-header source, so the kernel's ICMPv6 checksum equals the one we fix.
-        self.source = source_address(self.family, self.address)
 
     def send(self, probe: Probe, key: int, ttl: int) -> None:
         t = self.t
@@ -123,13 +118,13 @@ class Unprivileged:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             rawio.enable_errors(sock, self.family)
             rawio.set_ttl(sock, self.family, ttl)
-            if t.tos:
-                rawio.set_tos(sock, self.family, t.tos)
+            t.how.apply(sock, self.family)
             t.engine.connect(sock, probe, sockaddr(self.family, self.address, self.port or 0))
             return
         rawio.set_ttl(self.sock, self.family, ttl)
         if self.method == "icmp":
-            ip = flows.ip_header(self.family, self.source, self.address, ttl, key, t.tos, t.flow)
+            # Built around the source the kernel will use, so its ICMPv6 checksum is the one we fix.
+            ip = flows.ip_header(self.family, t.source, self.address, ttl, key, t.tos, t.flow)
             wire = flows.icmp_probe(ip, t.matcher.ident, key, t.matcher.icmp_checksum, t.payload)
             data = wire[-(flows.ICMP_HEADER + t.payload) :]  # the kernel adds the IP header
             t.engine.send(self.sock, probe, data, sockaddr(self.family, self.address, 0))

@@ -92,7 +92,10 @@ class PeerCredentials:
             os.close(pidfd)
 
     def __del__(self) -> None:
-        self.close()
+        # A caller that drops the credentials without closing them (the common
+        # `conn, _ = server.accept()`) must not leak a descriptor per connection.
+        if hasattr(self, "_closed"):  # not when __init__ itself failed
+            self.close()
 
     def __enter__(self) -> PeerCredentials:
         return self

@@ -63,8 +63,8 @@ def main() -> None:
         "tcp4.bin": raw_dump(sockdiag.inet_request(socket.AF_INET, "tcp", 0xFFFFFFFF, ext)),
         "tcp6.bin": raw_dump(sockdiag.inet_request(socket.AF_INET6, "tcp", 0xFFFFFFFF, 0)),
         "unix.bin": raw_dump(sockdiag.unix_request(0xFFFFFFFF, True, True)),
-        "packet.bin": raw_dump(sockdiag.packet_request(True)),
-        "netlink.bin": raw_dump(sockdiag.netlink_request(False)),
+        "packet.bin": raw_dump(sockdiag.packet_request()),
+        "netlink.bin": raw_dump(sockdiag.netlink_request()),
     }
     for name, data in files.items():
         (HERE / name).write_bytes(data)
