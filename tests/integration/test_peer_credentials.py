@@ -186,7 +186,8 @@ def test_exe_and_comm_whatever_the_policy(shared_dir: Path) -> None:
             conn, peer = server.accept()
             with conn, peer:
                 assert peer.credentials is not None
-                assert (peer.credentials.exe, peer.credentials.comm) == (os.path.realpath(sys.executable), comm)
+                me = os.path.realpath(sys.executable)
+                assert (peer.credentials.exe, peer.credentials.comm) == (me, comm)
                 assert peer.credentials.pidfd is not None
                 assert peer.to_dict()["credentials"]["exe"] == os.path.realpath(sys.executable)  # type: ignore[index]
             assert peer.credentials.pidfd is None  # released

@@ -68,8 +68,7 @@ class PeerCredentials:
     def _identify(self) -> tuple[str | None, str | None]:
         if self._identity is None:
             pidfd = self.pidfd
-            known = pidfd is not None and not self._closed
-            self._identity = _identify(self.pid, pidfd) if known else (None, None)
+            self._identity = (None, None) if pidfd is None or self._closed else _identify(self.pid, pidfd)
         return self._identity
 
     @property
