@@ -434,8 +434,9 @@ def test_abstract_names_and_the_classic_pair(shared_dir: Path) -> None:
     allow.write_text("sshd : 192.168.\n")
     deny.write_text("sshd : ALL\n")
     args = [*CLI, "check", "--hosts-allow", str(allow), "--hosts-deny", str(deny)]
+    no_match = f"nothing: no rule matched in {allow} or {deny}"
     for daemon, client, code, where in (("sshd", "192.168.1.9", 0, f"{allow} line 1"),
                                         ("sshd", "10.0.0.1", 1, f"{deny} line 1"),
-                                        ("ftpd", "10.0.0.1", 0, "nothing")):
+                                        ("ftpd", "10.0.0.1", 0, no_match)):
         proc = subprocess.run([*args, daemon, client], capture_output=True, text=True, timeout=30)
         assert proc.returncode == code and where in proc.stdout, proc.stdout
