@@ -440,3 +440,46 @@ def test_abstract_names_and_the_classic_pair(shared_dir: Path) -> None:
                                         ("ftpd", "10.0.0.1", 0, no_match)):
         proc = subprocess.run([*args, daemon, client], capture_output=True, text=True, timeout=30)
         assert proc.returncode == code and where in proc.stdout, proc.stdout
+
+
+def test_asyncio_server_closes_as_asyncio_server_does(shared_dir: Path) -> None:
+    """close() is a plain method that stops accepting at once; connections being
+    served go on and wait_closed() waits for them; close_clients() ends them."""
+    import inspect
+
+    assert not inspect.iscoroutinefunction(aio.AsyncServer.close)
+    assert inspect.iscoroutinefunction(aio.AsyncServer.wait_closed)
+    path = str(shared_dir / "close.sock")
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
+        await release.wait()
+        writer.write(b"done\n")
+        await writer.drain()
+
+    async def main() -> tuple[bytes, bool, bool]:
+        server = await aio.start_server(f"unix:{path}", handler)
+        reader, writer = await aio.open_connection(f"unix:{path}")
+        await asyncio.sleep(0.05)  # accepted
+        assert server.close() is None and not server.is_serving()
+        assert not os.path.exists(path)  # no new client can come
+        waiting = asyncio.create_task(server.wait_closed())
+        await asyncio.sleep(0.1)
+        still_waiting = not waiting.done()  # the connection is still being served
+        release.set()
+        line = await reader.readline()
+        await asyncio.wait_for(waiting, 5)
+        writer.close()
+        # close_clients: a handler that would wait forever is ended
+        release.clear()
+        server = await aio.start_server(f"unix:{path}", handler)
+        reader, writer = await aio.open_connection(f"unix:{path}")
+        await asyncio.sleep(0.05)
+        server.close()
+        server.close_clients()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        ended = await reader.read() == b""
+        writer.close()
+        return line, still_waiting, ended
+
+    assert asyncio.run(main()) == (b"done\n", True, True)
