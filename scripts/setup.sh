@@ -26,7 +26,8 @@ if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
-    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # netcat-openbsd (nc), tcpd (tcpdmatch): the oracles of connect/listen and check.
+    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8 netcat-openbsd tcpd)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
