@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+import stdin_kinds
+from ports import free_port
 from privileges import as_nobody
 
 CLI = [sys.executable, "-m", "sockscope"]
 T = TypeVar("T")
-STDIN_KINDS = ("pipe", "file", "devnull", "closed")
+STDIN_KINDS = stdin_kinds.KINDS
 
 
 def read_all(conn: socket.socket, timeout: float = 5.0) -> bytes:
@@ -76,31 +78,7 @@ def peer() -> Iterator[Peer]:
 
 
 def spawn(args: list[str], stdin_kind: str, data: bytes, tmp: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """The CLI with its standard input of the given kind holding ``data`` (none for
-    devnull and closed)."""
-    preexec = None
-    stdin: Any
-    if stdin_kind == "pipe":
-        stdin = subprocess.PIPE
-    elif stdin_kind == "file":
-        path = tmp / "input"
-        path.write_bytes(data)
-        stdin = path.open("rb")
-    elif stdin_kind == "devnull":
-        stdin = subprocess.DEVNULL
-    else:
-        stdin, preexec = subprocess.DEVNULL, lambda: os.close(0)
-    kwargs.setdefault("stdout", subprocess.PIPE)
-    kwargs.setdefault("stderr", subprocess.PIPE)
-    proc = subprocess.Popen([*CLI, *args], stdin=stdin, preexec_fn=preexec, **kwargs)
-    if stdin_kind == "file":
-        stdin.close()
-    if stdin_kind == "pipe":
-        assert proc.stdin is not None
-        proc.stdin.write(data)
-        proc.stdin.close()
-        proc.stdin = None  # for communicate()
-    return proc
+    return stdin_kinds.popen([*CLI, *args], stdin_kind, data, tmp / "input", **kwargs)
 
 
 def sent_by_kind(kind: str, data: bytes) -> bytes:
@@ -152,12 +130,6 @@ def test_listen_with_every_kind_of_stdin(tmp_path: Path, kind: str) -> None:
     finally:
         proc.kill()
         proc.wait()
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(type=kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_input_after_the_peer_half_closed_still_arrives(peer: Peer) -> None:

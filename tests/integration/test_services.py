@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port
 from privileges import NOBODY, as_nobody
 from sockscope.policy import Policy
 from sockscope.services import (
@@ -279,9 +280,7 @@ def test_relay_round_trip_unix_kinds(shared_dir: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["tcp", "udp"])
 def test_relay_round_trip_inet(kind: str) -> None:
-    with socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
     server = subprocess.Popen([*CLI, "listen", "-v", "--exec", "tr a-z A-Z", f"{kind}:127.0.0.1:{port}"],
                               stderr=subprocess.PIPE, text=True)
     try:

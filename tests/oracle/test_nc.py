@@ -28,12 +28,16 @@ from pathlib import Path
 
 import pytest
 
+import stdin_kinds
+from ports import free_port
+
 SEED = int(os.environ.get("SOCKSCOPE_ORACLE_SEED", "1101"))
 CLI = [sys.executable, "-m", "sockscope"]
 NC = shutil.which("nc")
-STDIN_KINDS = ("pipe", "file", "devnull", "closed")
+STDIN_KINDS = stdin_kinds.KINDS
 SIZES = (0, 1, 700, 16_384, 70_000, 300_000)
 IDLE = 1.0  # how long a peer waits, with nothing arriving, before taking it as "no end of file"
+SLOW = 15.0  # how long it waits for the data it knows is coming (a loaded machine is slow)
 
 _OPENBSD = NC is not None and "OpenBSD" in subprocess.run([NC, "-h"], capture_output=True, text=True).stderr
 pytestmark = pytest.mark.skipif(not _OPENBSD, reason="OpenBSD nc (netcat-openbsd) not installed")
@@ -110,6 +114,16 @@ def read_until(conn: socket.socket, idle: float, want: int | None = None) -> tup
     return bytes(got), False
 
 
+def read_expected(conn: socket.socket, want: int) -> tuple[bytes, bool]:
+    """The ``want`` bytes the tool is known to send (however slowly they come), then
+    whatever follows until its end of file or IDLE seconds of nothing."""
+    got, eof = read_until(conn, SLOW, want) if want else (b"", False)
+    if not eof:
+        more, eof = read_until(conn, IDLE)
+        got += more
+    return got, eof
+
+
 def as_server(listener: socket.socket, case: Case) -> tuple[bytes, bool]:
     """The test's side when the tool connects: answer, maybe half-close, read."""
     listener.settimeout(15)
@@ -118,7 +132,7 @@ def as_server(listener: socket.socket, case: Case) -> tuple[bytes, bool]:
         conn.sendall(case.reply)
         if case.half_close:
             conn.shutdown(socket.SHUT_WR)
-        return read_until(conn, IDLE)
+        return read_expected(conn, len(case.payload))
 
 
 def as_client(address: object, family: int, case: Case) -> tuple[bytes, bool]:
@@ -140,10 +154,7 @@ def as_client(address: object, family: int, case: Case) -> tuple[bytes, bool]:
         early = False
         if case.half_close:
             conn.shutdown(socket.SHUT_WR)
-        got, eof = read_until(conn, IDLE, len(case.payload) or None)
-        if not eof and len(got) == len(case.payload):
-            more, eof = read_until(conn, 0.3)  # an end of file right behind the data
-            got += more
+        got, eof = read_expected(conn, len(case.payload))
         early = eof and not case.half_close
         if not eof:
             if not case.half_close:
@@ -162,9 +173,7 @@ def run(case: Case, tool: str, work: Path) -> Outcome:
         address: object = str(work / f"{tag}.sock")
         family = socket.AF_UNIX
     else:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         address, family = ("127.0.0.1", port), socket.AF_INET
     flags = ["-N"] if case.shutdown else []
     if tool == "nc":
@@ -195,27 +204,7 @@ def run(case: Case, tool: str, work: Path) -> Outcome:
 
 
 def start(argv: list[str], kind: str, payload: bytes, path: Path) -> subprocess.Popen[bytes]:
-    preexec = None
-    stdin: object
-    if kind == "pipe":
-        stdin = subprocess.PIPE
-    elif kind == "file":
-        path.write_bytes(payload)
-        stdin = path.open("rb")
-    elif kind == "devnull":
-        stdin = subprocess.DEVNULL
-    else:
-        stdin, preexec = subprocess.DEVNULL, lambda: os.close(0)
-    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            preexec_fn=preexec)
-    if kind == "file":
-        stdin.close()  # type: ignore[attr-defined]
-    if kind == "pipe":
-        assert proc.stdin is not None
-        with proc.stdin:
-            proc.stdin.write(payload)  # before the peer is there: the input is ready
-        proc.stdin = None
-    return proc
+    return stdin_kinds.popen(argv, kind, payload, path, stderr=subprocess.DEVNULL)
 
 
 @pytest.mark.parametrize("case", generate(SEED, 24), ids=str)

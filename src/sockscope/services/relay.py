@@ -133,7 +133,6 @@ def relay_stream(sock: socket.socket, source: Input, sink: Output, options: Rela
     sock.setblocking(False)
     peer_sending = True  # the socket's read side: until the peer's end of file
     sending = True  # our side: until the input ended (and was sent) or the peer refused
-    poller = select.poll()
     fd = sock.fileno()
     timeout = None if options.idle is None else int(options.idle * 1000)
     while True:
@@ -151,18 +150,8 @@ def relay_stream(sock: socket.socket, source: Input, sink: Output, options: Rela
                 source.read()
                 continue
         want = (select.POLLIN if peer_sending else 0) | (select.POLLOUT if sending and source.pending else 0)
-        poller.register(fd, want)
         reading_input = sending and source.open and not source.pending
-        if reading_input:
-            assert source.fd is not None
-            poller.register(source.fd, select.POLLIN)
-        try:
-            events = poller.poll(timeout)
-        finally:
-            poller.unregister(fd)
-            if reading_input:
-                assert source.fd is not None
-                poller.unregister(source.fd)
+        events = _wait(fd, want, source.fd if reading_input else None, timeout)
         if not events:
             return "idle"
         for ready_fd, mask in events:
@@ -179,6 +168,16 @@ def relay_stream(sock: socket.socket, source: Input, sink: Output, options: Rela
                 sending = False  # closed both ways (POLLHUP): nothing more can be sent
             if mask & select.POLLOUT and sending and source.pending and not _send(sock, source):
                 sending = False  # the peer refuses more: read what it still says
+
+
+def _wait(sock_fd: int, sock_events: int, input_fd: int | None, timeout: int | None) -> list[tuple[int, int]]:
+    """poll(): the socket for ``sock_events`` (its hang-ups and errors always) and,
+    if given, the input for reading."""
+    poller = select.poll()
+    poller.register(sock_fd, sock_events)
+    if input_fd is not None:
+        poller.register(input_fd, select.POLLIN)
+    return poller.poll(timeout)
 
 
 def _receive(sock: socket.socket, sink: Output) -> str:
@@ -226,7 +225,6 @@ def relay_datagrams(sock: socket.socket, source: Input, sink: Output, options: R
     names the sender to send input to. A client's relay ends ``options.linger``
     seconds after its input ended with nothing received meanwhile (there is no end
     of file to wait for), or after ``options.idle`` seconds of nothing at all."""
-    poller = select.poll()
     fd = sock.fileno()
     while True:
         client_done = reply_to is None and not source.open and not source.pending
@@ -234,17 +232,7 @@ def relay_datagrams(sock: socket.socket, source: Input, sink: Output, options: R
             return "done"
         timeouts = [t for t in (options.idle, options.linger if client_done else None) if t is not None]
         timeout = int(min(timeouts) * 1000) if timeouts else None
-        poller.register(fd, select.POLLIN)
-        if source.open:
-            assert source.fd is not None
-            poller.register(source.fd, select.POLLIN)
-        try:
-            events = poller.poll(timeout)
-        finally:
-            poller.unregister(fd)
-            if source.open:
-                assert source.fd is not None
-                poller.unregister(source.fd)
+        events = _wait(fd, select.POLLIN, source.fd if source.open else None, timeout)
         if not events:
             return "done" if client_done else "idle"
         for ready_fd, mask in events:
