@@ -78,6 +78,24 @@ n, owned = len(conns), sum(1 for c in conns if c.pid)
 """ + _API_TAIL
 
 
+# One long-running process, as the exporter and `top` are: 21 calls of each,
+# interleaved; the first call apart, the median of the next 20.
+API_REPEATED = """
+import json, statistics, time
+import psutil, sockscope
+calls = {"sockscope": lambda: sockscope.sockets(proto="tcp"),
+         "psutil": lambda: psutil.net_connections("tcp")}
+times = {name: [] for name in calls}
+for _ in range(21):
+    for name, call in calls.items():
+        t = time.perf_counter()
+        call()
+        times[name].append(time.perf_counter() - t)
+print(json.dumps({name: {"first": t[0], "median": statistics.median(t[1:]), "max": max(t[1:])}
+                  for name, t in times.items()}))
+"""
+
+
 class SideFailed(RuntimeError):
     """One side of the comparison could not run: nothing about it can be timed."""
 
@@ -178,14 +196,22 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sockets", type=int, default=20000, help="established TCP sockets (even)")
-    parser.add_argument("--runs", type=int, default=15, help="counted runs of each side (default 15)")
+    parser.add_argument("--runs", type=int, help="counted runs of each side (default 15; --scale: 3)")
     parser.add_argument("--warmup", type=int, default=2, help="uncounted runs of each side first (default 2)")
     parser.add_argument("--quick", action="store_true", help="2,000 sockets, 1 + 3 runs: a smoke run")
     parser.add_argument("--json", metavar="FILE", help="save the raw figures")
+    parser.add_argument("--scale", action="store_true",
+                        help="a busy proxy's load (default 200,000 sockets): ls --jsonl, the table "
+                             "and --no-align against ss -tanp, wall and peak RSS (bench/inventory_scale.py)")
+    parser.add_argument("--no-ss", action="store_true", help="with --scale: leave ss out")
     args = parser.parse_args()
+    if args.scale and "--sockets" not in sys.argv:
+        args.sockets = 200_000
     if args.quick:
         args.sockets, args.runs, args.warmup = 2000, 3, 1
-    if args.sockets < 2 or args.sockets % 2 or args.runs < 1 or args.warmup < 0:
+    if args.runs is None and not args.scale:
+        args.runs = 15
+    if args.sockets < 2 or args.sockets % 2 or (args.runs or 1) < 1 or args.warmup < 0:
         parser.error("--sockets must be even and >= 2, --runs >= 1, --warmup >= 0")
     if os.geteuid() != 0:
         print("bench/inventory.py: run as root (owners of every process are part of the job)",
@@ -199,6 +225,11 @@ def main() -> int:
         signal.signal(signum, _interrupt)
 
     try:
+        if args.scale:
+            from inventory_scale import run_scale
+
+            args.sockscope = SOCKSCOPE
+            return run_scale(args, Runner(), machine())
         return bench(args, Runner())
     except SideFailed as exc:
         print(f"bench/inventory.py: FAILED, nothing compared: {exc}", file=sys.stderr)
@@ -231,6 +262,7 @@ def bench(args: argparse.Namespace, runner: Runner) -> int:
         api_runs, ps_runs = interleaved(args.runs, args.warmup,
                                         lambda: runner.api(API_SOCKSCOPE, "sockscope"),
                                         lambda: runner.api(API_PSUTIL, "psutil"))
+        repeated = runner.api(API_REPEATED, "repeated calls")
     # The load is gone: say whether its teardown left TIME_WAIT sockets behind.
     time_wait = time_wait_tcp()
     load_after = os.getloadavg()[0]
@@ -270,6 +302,13 @@ def bench(args: argparse.Namespace, runner: Runner) -> int:
     print(row("psutil call cpu s (user+sys)", ps_cpu))
     print(row("import sockscope s", s(api_runs, "import_seconds"), "not in the call's time"))
     print(row("import psutil s", s(ps_runs, "import_seconds"), "not in the call's time"))
+    print("\nin one long-running process, 21 calls of each, interleaved")
+    print(f"  {'':<36} {'first':>7} {'median':>7} {'max':>7}   (median and max of calls 2-21)")
+    for name, label in (("sockscope", 'sockscope.sockets(proto="tcp") s'),
+                        ("psutil", 'psutil.net_connections("tcp") s')):
+        r = repeated[name]
+        print(f"  {label:<36} {r['first']:7.3f} {r['median']:7.3f} {r['max']:7.3f}")
+    repeated_ratio = repeated["psutil"]["median"] / repeated["sockscope"]["median"]
     sane = True
     for name, runs in (("sockscope", api_runs), ("psutil", ps_runs)):
         found = sorted({(r["sockets"], r["with_pid"], r["pids"]) for r in runs})
@@ -287,6 +326,8 @@ def bench(args: argparse.Namespace, runner: Runner) -> int:
     print(f"  psutil / sockscope.sockets(), call   {api_ratio:5.2f}x   target >= 2.00x  "
           f"{'PASS' if api_ratio >= 2 else 'MISS'}")
     print(f"  psutil / sockscope.sockets(), cpu    {ps_cpu['median'] / api_cpu['median']:5.2f}x")
+    print(f"  the same, repeated in one process    {repeated_ratio:5.2f}x   target >= 2.00x  "
+          f"{'PASS' if repeated_ratio >= 2 else 'MISS'}")
     print(f"\nteardown: {time_wait} TCP sockets in TIME_WAIT left on the host; "
           f"1-min load average at the end {load_after:.2f} (the benchmark's own work included)")
     if args.json:
@@ -294,6 +335,7 @@ def bench(args: argparse.Namespace, runner: Runner) -> int:
             "machine": host, "sockets": args.sockets, "runs": args.runs, "warmup": args.warmup,
             "load": counts, "load_seen_by_ss": seen, "rows": rows,
             "ls": ls_runs, "ss": ss_runs, "api": api_runs, "psutil": ps_runs,
+            "repeated": repeated, "ratio_repeated": repeated_ratio,
             "ratio_ls_ss": ls_ratio, "ratio_psutil_api": api_ratio, "owners_check": sane,
             "time_wait_after": time_wait, "loadavg_before": load_before, "loadavg_after": load_after},
             indent=1) + "\n")

@@ -26,8 +26,11 @@ if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
+    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
+    apt_pkgs+=(traceroute nmap iputils-ping)
     # netcat-openbsd (nc), tcpd (tcpdmatch): the oracles of connect/listen and check.
-    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8 netcat-openbsd tcpd)
+    apt_pkgs+=(netcat-openbsd tcpd)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.

@@ -41,8 +41,9 @@ def test_replies_and_summary(net: probe_net.ProbeNet, v6: bool) -> None:
     proc = cli(net, "-c", "3", "-i", "0.05", dest)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    ip_len = 40 if v6 else 20
-    assert lines[0] == f"PING {dest} ({dest}) 56({64 + ip_len}) bytes of data."
+    # iputils' first lines: IPv4 with the packet sizes, IPv6 with the data size only.
+    first = f"PING {dest}({dest}) 56 data bytes" if v6 else f"PING {dest} ({dest}) 56(84) bytes of data."
+    assert lines[0] == first
     for seq, line in enumerate(lines[1:4], 1):
         # Three routers on the way back: the reply's TTL of 64 arrives as 61.
         assert re.fullmatch(rf"64 bytes from {re.escape(dest)}: icmp_seq={seq} ttl=61 time=[\d.]+ ms", line)
@@ -71,11 +72,12 @@ def test_unreachable_and_ttl_exceeded(net: probe_net.ProbeNet, v6: bool) -> None
     proc = cli(net, "-c", "1", "-W", "1", net.unreach(v6))
     assert proc.returncode == 1
     r3 = net.hops(v6)[2]
-    text = "Destination Host Unreachable" if not v6 else "Address unreachable"
+    text = "Destination Host Unreachable" if not v6 else "Destination unreachable: Address unreachable"
     assert f"From {r3} icmp_seq=1 {text}" in proc.stdout
     assert "1 packets transmitted, 0 received, +1 errors, 100% packet loss" in proc.stdout
     proc = cli(net, "-c", "1", "-W", "1", "-t", "1", net.dest(v6))
-    assert f"From {net.hops(v6)[0]} icmp_seq=1 Time to live exceeded" in proc.stdout
+    exceeded = "Time exceeded: Hop limit" if v6 else "Time to live exceeded"
+    assert f"From {net.hops(v6)[0]} icmp_seq=1 {exceeded}" in proc.stdout
 
 
 def _ping(host: str, **options: Any) -> dict[str, Any]:
@@ -100,7 +102,7 @@ def test_unprivileged_ping_uses_icmp_datagram_sockets(
         assert {r["ttl"] for r in result["replies"]} == {61}
         err = in_netns(net.left, lambda: _ping(net.dest(v6), count=1, ttl=1, timeout=1), nobody=True)
         errors = [(e["from"], e["error"]) for e in err["errors"]]
-        assert errors == [(net.hops(v6)[0], "Time to live exceeded")]
+        assert errors == [(net.hops(v6)[0], "Time exceeded: Hop limit" if v6 else "Time to live exceeded")]
     finally:
         topo.set_sysctl(left, "net.ipv4.ping_group_range", "1 0")
 

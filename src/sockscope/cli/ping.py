@@ -93,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
             write("E")
 
     def start(address: str) -> None:
-        ip_len = 20 if ":" not in address else 40
-        write(f"PING {args.host} ({address}) {args.size}({args.size + 8 + ip_len}) bytes of data.\n")
+        if ":" in address:  # iputils' two forms
+            write(f"PING {args.host}({address}) {args.size} data bytes\n")
+        else:
+            write(f"PING {args.host} ({address}) {args.size}({args.size + 28}) bytes of data.\n")
 
     def sent(seq: int) -> None:
         write(".")

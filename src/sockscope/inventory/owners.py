@@ -36,7 +36,7 @@ class OwnerMap(Mapping[int, list[Owner]]):
         self._index = InodeIndex()
         self._pids = array("i")
         self._fds = array("i")
-        self._procs: dict[int, tuple[str, int]] = {}  # pid -> (command, uid)
+        self._procs: dict[int, tuple[str, int, str | None]] = {}  # pid -> (command, uid, user)
         self.denied = 0
 
     @property
@@ -52,11 +52,11 @@ class OwnerMap(Mapping[int, list[Owner]]):
             self._index.extend(inodes)
             self._fds.extend(fds)
             self._pids.extend(array("i", [pid]) * len(inodes))
-            self._procs[pid] = (command, uid)
+            self._procs[pid] = (command, uid, user_name(uid))
 
     def packed(self) -> tuple[Any, ...]:
         """Everything as plain values (for marshal), for ``merge`` in another process."""
-        procs = [(pid, command, uid) for pid, (command, uid) in self._procs.items()]
+        procs = [(pid, command, uid) for pid, (command, uid, _) in self._procs.items()]
         return (procs, self._index.keys.tobytes(), self._pids.tobytes(), self._fds.tobytes(),
                 self.denied)
 
@@ -66,7 +66,7 @@ class OwnerMap(Mapping[int, list[Owner]]):
                 and isinstance(pids, bytes) and isinstance(fds, bytes)):
             raise ValueError("not a packed OwnerMap")
         for pid, command, uid in procs:
-            self._procs[pid] = (command, uid)
+            self._procs[pid] = (command, uid, user_name(uid))
         self._index.frombytes(inodes)
         self._pids.frombytes(pids)
         self._fds.frombytes(fds)
@@ -74,12 +74,17 @@ class OwnerMap(Mapping[int, list[Owner]]):
 
     def holders(self, inode: int) -> list[Owner]:
         """The processes holding ``inode``; empty when none (or unknown)."""
-        pids, fds, procs = self._pids, self._fds, self._procs
+        index = self._index
+        entry = index.first(inode)
+        if entry < 0:
+            return []
+        pids, fds, procs, chain = self._pids, self._fds, self._procs, index.chain
         found = []
-        for entry in self._index.entries(inode):
+        while entry >= 0:  # usually once: a socket has one holder
             pid = pids[entry]
-            command, uid = procs[pid]
-            found.append(Owner(pid, command, fds[entry], user_name(uid), uid))
+            command, uid, user = procs[pid]
+            found.append(Owner(pid, command, fds[entry], user, uid))
+            entry = chain[entry]
         if len(found) > 1:
             found.sort(key=lambda o: (o.pid, o.fd))
         return found

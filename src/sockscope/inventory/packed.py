@@ -18,12 +18,13 @@ _HASH = 0x9E3779B1  # Fibonacci hashing: the top bits of key * this (mod 2**32)
 
 class InodeIndex:
     """Keys appended in order get entry numbers 0, 1, 2...; the hash table is
-    (re)built on the first lookup after a change."""
+    (re)built on the first lookup after a change. After ``first``, ``chain[entry]``
+    is the next entry with the same key (-1: none)."""
 
     def __init__(self) -> None:
         self.keys = array("Q")
         self._slots = array("i")  # entry numbers; -1 where free; empty: to be built
-        self._next = array("i")  # the next entry with the same key; -1 at the end
+        self.chain = array("i")  # the next entry with the same key; -1 at the end
         self._shift = 32
 
     def __len__(self) -> int:
@@ -57,7 +58,7 @@ class InodeIndex:
                     nxt[other] = entry
                     break
                 h = (h + 1) & mask
-        self._slots, self._next, self._shift = slots, nxt, shift
+        self._slots, self.chain, self._shift = slots, nxt, shift
 
     def first(self, key: int) -> int:
         """The first entry with ``key``, or -1."""
@@ -79,7 +80,7 @@ class InodeIndex:
     def entries(self, key: int) -> Iterator[int]:
         """Every entry with ``key``, in the order they were added."""
         entry = self.first(key)
-        nxt = self._next
+        nxt = self.chain
         while entry >= 0:
             yield entry
             entry = nxt[entry]

@@ -17,8 +17,11 @@ owners to the finished list: the list is held anyway, and the overlap is faster.
 from __future__ import annotations
 
 import errno
+import gc
+import itertools
 import os
 import socket
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -48,6 +51,10 @@ FAMILIES = ("inet", "inet6", "unix", "packet", "netlink")
 # ss's -l: "listening" is every socket not connected, LISTEN and UNCONN (CLOSE),
 # so that bound UDP, raw, packet and unix datagram sockets are listed too.
 NOT_CONNECTED = (1 << STATE_NUMBERS["LISTEN"]) | (1 << STATE_NUMBERS["UNCONN"])
+
+# Sockets parsed ahead, beside the owner scan, before a stream joins the scan: a
+# bound on what a stream holds (~1.5 MiB), enough to cover a small listing.
+READ_AHEAD = 2048
 
 # Diag errors meaning "this kernel cannot dump that kind": fall back to /proc/net.
 _MISSING = {errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EINVAL}
@@ -195,18 +202,35 @@ class Listing(Iterator[Socket]):
         self._warn = warn
         self._omap: owners_mod.OwnerMap | None = None
         self._scan: owners_mod.BackgroundScan | None = None
-        if query.owners and query.process_filter is not None:
-            # Which sockets to keep depends on the owners: the (cheaper) filtered scan first.
-            self._set_map(owners_mod.scan_owners(process_filter=query.process_filter))
-        elif query.owners:
-            self._scan = owners_mod.BackgroundScan()
-            if owners_first:
-                self.owner_map()
-        self._attach = self._omap is not None
+        self._keep_owned = query.process_filter is not None
+        self._ahead: deque[Socket] = deque()
         self._sockets = self._generate()
+        try:
+            if query.owners and query.process_filter is not None:
+                # Which sockets to keep depends on the owners: the (cheaper) filtered scan first.
+                self._set_map(owners_mod.scan_owners(process_filter=query.process_filter))
+            elif query.owners:
+                self._scan = owners_mod.BackgroundScan()
+                if owners_first:
+                    if len(query.refs) == 1:  # (unix_names belong to the namespace at hand)
+                        # Parse the first sockets while the child scans, then join the scan:
+                        # a small listing overlaps as sockets() does, a big one holds no more.
+                        self._ahead.extend(itertools.islice(self._sockets, READ_AHEAD))
+                    self.owner_map()
+        except BaseException:
+            self.close()
+            raise
+        self._attach = self._omap is not None
 
     def __next__(self) -> Socket:
-        return next(self._sockets)
+        omap = self._omap if self._attach else None
+        while True:
+            s = self._ahead.popleft() if self._ahead else next(self._sockets)
+            if omap is not None:
+                attach_owners(s, omap)
+                if self._keep_owned and not s.owners:
+                    continue
+            return s
 
     def __enter__(self) -> Listing:
         return self
@@ -220,6 +244,11 @@ class Listing(Iterator[Socket]):
         if self._scan is not None:
             scan, self._scan = self._scan, None
             scan.close()
+
+    def __del__(self) -> None:
+        # A listing dropped half-way without close(): its scan child is still reaped.
+        if getattr(self, "_scan", None) is not None:
+            self.close()
 
     def owner_map(self) -> owners_mod.OwnerMap | None:
         """The owner map (None without owners); waits for the scan to finish."""
@@ -270,17 +299,11 @@ class Listing(Iterator[Socket]):
     def _sockets_of(self, ns: _Namespace) -> Iterator[Socket]:
         q = self.query
         match = q.filter.match if q.filter is not None else None
-        omap = self._omap if self._attach else None
-        keep_owned = q.process_filter is not None
         check_paths = q.check_paths
         for kind, fam in _kinds(q.protos, q.families):
             for s in ns.sockets(kind, fam, self.fallbacks):
                 if match is not None and not match(s):
                     continue
-                if omap is not None:
-                    attach_owners(s, omap)
-                    if keep_owned and not s.owners:
-                        continue
                 if check_paths:
                     mark_path(s)
                 yield s
@@ -411,20 +434,29 @@ def _dump_kind(nl: NetlinkSocket, kind: str, fam: str, netns: str, mask: int, in
 
 
 class PendingInventory:
-    """Sockets dumped and filtered, owners still being looked up (``finish``)."""
+    """Every socket of a listing, dumped while the owner scan runs, then given its
+    owners; ``finish()`` returns them with the notes."""
 
     def __init__(self, listing: Listing) -> None:
         self._listing = listing
-        with listing:
-            self.sockets = list(listing)
-            self._omap = listing.owner_map()
+        # The list holds a few objects a socket and makes no reference cycles: the
+        # cycle collector would only walk it again and again (a third of the time
+        # at 200,000 sockets), so it is paused while the list is built.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            with listing:
+                self.sockets = list(listing)
+                omap = listing.owner_map()
+            if omap is not None and not listing._attach:
+                for s in self.sockets:
+                    attach_owners(s, omap)
+        finally:
+            if collecting:
+                gc.enable()
 
     def finish(self) -> Inventory:
         listing = self._listing
-        omap, self._omap = self._omap, None
-        if omap is not None and not listing._attach:
-            for s in self.sockets:
-                attach_owners(s, omap)
         return Inventory(self.sockets, listing.notes, sorted(set(listing.fallbacks)))
 
 

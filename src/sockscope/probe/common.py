@@ -27,9 +27,10 @@ _UNREACH4 = {
     10: "Destination Host Prohibited",
     13: "Communication administratively prohibited",
 }
-_UNREACH6 = {
+_UNREACH6 = {  # iputils ping's words, after "Destination unreachable: "
     0: "No route",
     1: "Administratively prohibited",
+    2: "Beyond scope of source address",
     3: "Address unreachable",
     4: "Port unreachable",
     5: "Source address failed ingress/egress policy",
@@ -77,14 +78,17 @@ def too_big_mtu(family: int, icmp_type: int, icmp_code: int, rest: int) -> int |
 def icmp_text(family: int, icmp_type: int, icmp_code: int, mtu: int | None = None) -> str:
     """ping's words for an ICMP error (``mtu``: what a too-big message reports)."""
     if is_time_exceeded(family, icmp_type):
-        return "Time to live exceeded"
+        if family == socket.AF_INET:
+            return "Time to live exceeded"
+        return "Time exceeded: " + ("Hop limit" if icmp_code == 0 else "Defragmentation failure")
     if mtu is not None:
         if family == socket.AF_INET:
             return f"Frag needed and DF set (mtu = {mtu})"
         return f"Packet too big: mtu={mtu}"
     if is_unreachable(family, icmp_type):
-        table = _UNREACH4 if family == socket.AF_INET else _UNREACH6
-        return table.get(icmp_code, f"Destination unreachable, code {icmp_code}")
+        if family == socket.AF_INET:
+            return _UNREACH4.get(icmp_code, f"Dest Unreachable, Bad Code: {icmp_code}")
+        return "Destination unreachable: " + _UNREACH6.get(icmp_code, f"Unknown code {icmp_code}")
     return f"{family_name(family)} ICMP type {icmp_type} code {icmp_code}"
 
 

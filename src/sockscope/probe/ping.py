@@ -247,12 +247,14 @@ class _Pinger:
         inflight: list[Probe] = []
 
         def more() -> bool:
-            if stop is not None and time.monotonic() >= stop:
-                return False
-            if o.count is None:
-                return True
-            # With a deadline, iputils waits for COUNT replies; without, sends COUNT requests.
-            return result.received < o.count if stop is not None else seq < o.count
+            """Send another request? iputils' rules: with a deadline, until it passes,
+            COUNT requests are answered (replies and errors) or an error comes."""
+            errors = len(result.errors) + len(result.send_errors)
+            if stop is not None:
+                if time.monotonic() >= stop or errors:
+                    return False
+                return o.count is None or result.received + errors < o.count
+            return o.count is None or seq < o.count
 
         try:
             while True:
@@ -284,8 +286,8 @@ class _Pinger:
                 for probe in [p for p in inflight if p.sent + o.timeout <= now]:
                     inflight.remove(probe)
                     engine.forget(probe)
-                if stop is not None and now >= stop:
-                    return
+                if stop is not None and (now >= stop or not more()):
+                    return  # a deadline run ends at once, what is in flight unanswered
                 if not more() and not inflight:
                     return
         finally:
