@@ -410,3 +410,53 @@ def test_listen_where_nobody_may_write(shared_dir: Path) -> None:
         private.rmdir()
     assert code == 1 and err == (f"sockscope listen: cannot create {private}/x.sock: no permission to write "
                                  f"in directory {private} or to reach it (Permission denied)\n")
+
+
+def test_a_terminal_as_stdin(peer: Peer) -> None:
+    """Lines typed at a terminal go out as typed, and Ctrl-D is the end of the input."""
+    import pty
+
+    peer.serve(lambda conn: (conn.sendall(b"welcome\n"), read_all(conn))[1])
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([*CLI, "connect", "-N", f"tcp:127.0.0.1:{peer.port}"], stdin=slave,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        os.close(slave)
+        assert proc.stdout is not None and proc.stdout.readline() == b"welcome\n"
+        os.write(master, b"typed line\n")
+        time.sleep(0.2)
+        os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of file
+        out, err = proc.communicate(timeout=15)
+    finally:
+        os.close(master)
+    assert peer.result() == b"typed line\n"  # and the end of file (-N): read_all returned
+    assert (out, err, proc.returncode) == (b"", b"", 0)
+
+
+def test_services_commands_with_standard_output_closed(peer: Peer, shared_dir: Path) -> None:
+    policy = shared_dir / "p.policy"
+    policy.write_text("web : 10.0.0.0/8 : allow\n")
+    for args in (["check", "--policy", str(policy), "web", "10.1.1.1"],
+                 ["guard", "--policy", str(policy), "--daemon", "web", "--port", "80", "--dry-run"]):
+        proc = subprocess.run([*CLI, *args], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              timeout=15, preexec_fn=lambda: os.close(1))
+        assert proc.returncode == 1, proc
+        assert proc.stderr == f"sockscope {args[0]}: standard output is closed: nowhere to write\n"
+    peer.serve(lambda conn: None)  # says nothing: nothing to write, no error
+    proc = subprocess.run([*CLI, "connect", f"tcp:127.0.0.1:{peer.port}"], stdin=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=15, preexec_fn=lambda: os.close(1))
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_guard_as_nobody_says_what_it_needs(shared_dir: Path) -> None:
+    from privileges import run_as_nobody
+
+    policy = shared_dir / "p.policy"
+    policy.write_text("web : 10.0.0.0/8 : allow\n")
+    policy.chmod(0o644)
+    for args in (["guard", "--policy", str(policy), "--daemon", "web", "--port", "80"], ["guard", "--show"],
+                 ["guard", "--remove"]):
+        code, err = run_as_nobody(args, preload=["sockscope.policy.guard", "sockscope.policy.nftables",
+                                                 "sockscope.services.address"])
+        assert code == 1 and err.endswith("needs CAP_NET_ADMIN (run as root)\n"), (args, err)
+        assert len(err.splitlines()) == 1

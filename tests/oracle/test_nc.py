@@ -279,3 +279,40 @@ def test_udp_client_as_nc_u_q(kind: str) -> None:
         theirs, ours = theirs_f.result(), ours_f.result()
     expected = (payload, payload.upper() if kind == "pipe" else b"", 0)
     assert ours == theirs == expected, f"stdin {kind}: nc {theirs}, sockscope {ours}"
+
+
+@pytest.mark.parametrize("shutdown", [True, False])
+def test_a_terminal_as_stdin_as_nc(shutdown: bool) -> None:
+    """Typed lines and Ctrl-D at a terminal: the same bytes arrive, the end of file is
+    passed on with -N only, and the peer's answer is shown after it."""
+    import pty
+
+    def one(tool: str) -> tuple[bytes, bool, bytes, int]:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            port = listener.getsockname()[1]
+            flags = ["-N"] if shutdown else []
+            argv = ([str(NC), *flags, "127.0.0.1", str(port)] if tool == "nc"
+                    else [*CLI, "connect", *flags, f"tcp:127.0.0.1:{port}"])
+            master, slave = pty.openpty()
+            try:
+                proc = subprocess.Popen(argv, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                os.close(slave)
+                listener.settimeout(15)
+                conn, _ = listener.accept()
+                with conn:
+                    os.write(master, b"typed line\n")
+                    got, _ = read_until(conn, SLOW, len(b"typed line\n"))
+                    os.write(master, b"\x04")
+                    more, eof = read_until(conn, IDLE)
+                    conn.sendall(b"answer\n")
+                out, _ = proc.communicate(timeout=15)
+            finally:
+                os.close(master)
+            return got + more, eof, out, proc.returncode
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        theirs_f, ours_f = pool.submit(one, "nc"), pool.submit(one, "sockscope")
+        theirs, ours = theirs_f.result(), ours_f.result()
+    assert ours == theirs == (b"typed line\n", shutdown, b"answer\n", 0), f"nc {theirs}, sockscope {ours}"

@@ -29,7 +29,12 @@ def table(
 
 
 def write(text: str, stream: TextIO | None = None) -> None:
-    (stream or sys.stdout).write(text)
+    out = stream or sys.stdout
+    if out is None:  # the shell closed it (`>&-`): Python then has no sys.stdout
+        from sockscope.errors import SockscopeError
+
+        raise SockscopeError("standard output is closed: nowhere to write")
+    out.write(text)
 
 
 def dump_json(items: Sequence[Any]) -> str:
