@@ -460,3 +460,28 @@ def test_guard_as_nobody_says_what_it_needs(shared_dir: Path) -> None:
                                                  "sockscope.services.address"])
         assert code == 1 and err.endswith("needs CAP_NET_ADMIN (run as root)\n"), (args, err)
         assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_connect_ended_by_a_signal(peer: Peer, signum: int) -> None:
+    peer.serve(lambda conn: read_all(conn, timeout=10))
+    proc = subprocess.Popen([*CLI, "connect", "-v", f"tcp:127.0.0.1:{peer.port}"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None and "connected to" in proc.stderr.readline()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=15)
+    assert (proc.returncode, out, err) == (128 + signum, "", "")
+    assert not peer.result().endswith(b"<timeout>")  # the connection went with it
+
+
+def test_datagram_listener_ended_by_a_signal(shared_dir: Path) -> None:
+    path = shared_dir / "dg.sock"
+    proc = subprocess.Popen([*CLI, "listen", "-v", f"unix-dgram:{path}"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None and "listening" in proc.stderr.readline()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+        client.sendto(b"datagram\n", str(path))
+        assert proc.stdout is not None and proc.stdout.readline() == "datagram\n"
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=10) == 128 + signal.SIGHUP
+    assert not path.exists() and "Traceback" not in proc.stderr.read()
