@@ -27,6 +27,9 @@ if [ "$want_test" = 1 ]; then
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
     apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # iperf3: the traffic generator `top`'s accuracy tests compare with; tmux: they read
+    # the live view off a real terminal (capture-pane).
+    apt_pkgs+=(iperf3 tmux)
     # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
     apt_pkgs+=(traceroute nmap iputils-ping)
     # netcat-openbsd (nc), tcpd (tcpdmatch): the oracles of connect/listen and check.
@@ -37,6 +40,8 @@ if [ "$want_bench" = 1 ]; then
     # traceroute, nmap, mtr-tiny: bench/probe.py compares trace and scan with them.
     # libnetfilter-queue-dev, build-essential, python3-dev: build python-netfilterqueue.
     apt_pkgs+=(netsniff-ng traceroute nmap mtr-tiny libnetfilter-queue-dev build-essential python3-dev)
+    # nethogs: bench/top.py compares `top`'s CPU and accuracy with it.
+    apt_pkgs+=(nethogs)
 fi
 
 missing=()

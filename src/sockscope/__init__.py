@@ -16,6 +16,7 @@ The public API is re-exported here lazily, so ``import sockscope`` stays cheap:
     scan(...)         port scan: TCP connect, SYN, UDP (async: sockscope.probe.ascan)
     trace(...)        traceroute, UDP / ICMP / TCP probes (async: sockscope.probe.atrace)
     divert(rule=...)  packets taken out of the firewall path (NFQUEUE), to accept/drop/change
+    traffic(...)      traffic per process, connection and remote host, sampled (``sockscope.traffic``)
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ __all__ = [
     "send_frame",
     "sockets",
     "trace",
+    "traffic",
     "watch",
 ]
 
@@ -180,8 +182,9 @@ _exported = lazy_exports(__name__, _EXPORTS)
 
 
 def __getattr__(name: str) -> object:
-    if name in ("capture", "pcap", "packets"):
-        # Subpackages; ``capture`` is also callable: sockscope.capture(...) opens one.
+    if name in ("capture", "pcap", "packets", "traffic"):
+        # Subpackages; ``capture`` and ``traffic`` are also callable:
+        # sockscope.capture(...) opens a capture, sockscope.traffic(...) starts sampling.
         __import__(f"sockscope.{name}")
         return sys.modules[f"sockscope.{name}"]
     return _exported(name)

@@ -117,6 +117,10 @@ CASES = [
     Case("trace", ("trace", "-m", "3", ADDR_B)),
     Case("scan", ("scan", "-p", "1-50", ADDR_B), privileged=False),
     Case("divert", ("divert", "--rule", "udp dport 5999"), long=True, output=False, privileged=True),
+    # -N: top reads one namespace, not every one on the host (other loads on a
+    # shared machine must not delay its first sample past the harness's settle time).
+    Case("top", ("top", "--jsonl", "--interval", "0.1", "-N", "{ns_b}"), long=True, privileged=True,
+         netns=True),
 ]
 
 # Cases known to fail today, each with the defect it shows. strict: once fixed, the

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("sockscope.cli.trace", "the path to a host: UDP, ICMP or TCP probes (traceroute)"),
     "scan": ("sockscope.cli.scan", "TCP connect, SYN or UDP port scan of your own hosts (nmap)"),
     "divert": ("sockscope.cli.divert", "take packets out of the firewall path, change them (NFQUEUE)"),
+    "top": ("sockscope.cli.top", "traffic per process, connection and remote host, live (nethogs, iftop)"),
 }
 
 

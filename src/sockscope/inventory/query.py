@@ -163,12 +163,12 @@ class Query:
             mask &= self.filter.kernel_states
         self.mask = mask
         self.notes: list[str] = []  # what could not be seen, known before the dump
-        self.refs = _namespaces(netns, all_netns, self.notes)
+        self.refs = namespace_refs(netns, all_netns, self.notes)
         self.all_netns = all_netns
         self.owners = owners
         self.info, self.memory, self.extended = info, memory, extended
         self.check_paths = check_paths
-        self.process_filter = _process_filter(pid, user, command)
+        self.process_filter = process_filter(pid, user, command)
         self.procfs = procfs
 
     def listing(self, owners_first: bool = True, unix_peer_names: bool = False,
@@ -571,8 +571,10 @@ def _warn(notes: Iterable[str]) -> None:
             warnings.warn(note, InventoryWarning, stacklevel=3)
 
 
-def _namespaces(netns: str | Sequence[str] | None, all_netns: bool,
-                notes: list[str]) -> list[linux.NetnsRef]:
+def namespace_refs(netns: str | Sequence[str] | None, all_netns: bool,
+                   notes: list[str]) -> list[linux.NetnsRef]:
+    """The namespaces an API call's ``netns``/``all_netns`` name (checked: a
+    UsageError for a bad value); what could not be read is added to ``notes``."""
     if all_netns:
         everywhere, unreadable = linux.scan_all_netns()
         if unreadable:
@@ -588,8 +590,25 @@ def _namespaces(netns: str | Sequence[str] | None, all_netns: bool,
     return list(refs.values())
 
 
-def _process_filter(pid: int | Iterable[int] | None, user: str | int | None,
-                    command: str | None) -> owners_mod.ProcessPredicate | None:
+@dataclass(frozen=True, slots=True)
+class ProcessFilter:
+    """--pid/--user/--command as one test over (pid, command, uid): an
+    ``owners.ProcessPredicate``. ``pids`` (when given) lets a caller look at
+    those processes only instead of every one."""
+
+    pids: frozenset[int] | None
+    uid: int | None
+    command: str | None
+
+    def __call__(self, pid: int, command: str, uid: int) -> bool:
+        return ((self.pids is None or pid in self.pids) and (self.uid is None or uid == self.uid)
+                and (self.command is None or command == self.command))
+
+
+def process_filter(pid: int | Iterable[int] | None, user: str | int | None,
+                   command: str | None) -> ProcessFilter | None:
+    """The API's ``pid``/``user``/``command`` arguments, checked (a UsageError for a
+    bad value), as a ``ProcessFilter``; None when none is given."""
     if pid is None and user is None and command is None:
         return None
     pids: set[int] | None = None
@@ -615,11 +634,7 @@ def _process_filter(pid: int | Iterable[int] | None, user: str | int | None,
             except KeyError:
                 raise UsageError(f"unknown user {user!r}") from None
 
-    def keep(p: int, comm: str, puid: int) -> bool:
-        return ((pids is None or p in pids) and (uid is None or puid == uid)
-                and (command is None or comm == command))
-
-    return keep
+    return ProcessFilter(None if pids is None else frozenset(pids), uid, command)
 
 
 def mark_path(s: Socket) -> None:

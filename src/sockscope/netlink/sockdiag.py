@@ -215,6 +215,15 @@ _TCP_INFO_OFFSETS: Final = tuple(
 )
 
 
+def tcp_info_field(name: str) -> tuple[int, str]:
+    """(offset, struct format) of one tcp_info field, for readers that need a few
+    counters of many sockets (traffic accounting) without decoding the whole struct."""
+    for i, (field_name, fmt) in enumerate(TCP_INFO_FIELDS):
+        if field_name == name:
+            return _TCP_INFO_OFFSETS[i] - struct.calcsize("=" + fmt), fmt
+    raise KeyError(name)
+
+
 def decode_tcp_info(raw: bytes | memoryview) -> dict[str, int]:
     """All tcp_info fields present in ``raw`` by name (shorter kernels give fewer)."""
     data = bytes(raw[: _TCP_INFO_STRUCT.size]).ljust(_TCP_INFO_STRUCT.size, b"\0")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -163,6 +163,22 @@ def scan_all_netns() -> tuple[list[NetnsRef], int]:
         if inode not in seen:
             seen[inode] = NetnsRef(inode, display_name(inode, named), path)
     return list(seen.values()), unreadable
+
+
+def processes_netns(pids: Iterable[int]) -> list[NetnsRef]:
+    """The network namespaces these processes are in (one each; a process that
+    has exited, or whose namespace we may not read, is left out)."""
+    named = _named_netns()
+    seen: dict[int, NetnsRef] = {}
+    for pid in pids:
+        path = f"/proc/{pid}/ns/net"
+        try:
+            inode = os.stat(path).st_ino
+        except OSError:
+            continue
+        if inode not in seen:
+            seen[inode] = NetnsRef(inode, display_name(inode, named), path)
+    return list(seen.values())
 
 
 def ifname_lookup() -> Callable[[int], str | None]:
