@@ -254,6 +254,39 @@ def test_udp_at_a_fixed_packet_rate_per_process_in_both_directions_within_2_perc
     assert all(set(r.by_proto) == {"udp"} for r in udp)
 
 
+def test_forwarded_frames_and_ping_have_rows_of_their_own(topology: Topology) -> None:
+    """A namespace routing UDP between two others shows it as an ``unowned`` row
+    (frames no socket of it sent), the sender and the sink as their UDP; ping's
+    ICMP is on its own process row."""
+    a, router, b = topology.add_netns("fa"), topology.add_netns("fr"), topology.add_netns("fb")
+    topology.add_veth(a, router, "192.0.2.1/30", "192.0.2.2/30")
+    topology.add_veth(router, b, "192.0.2.5/30", "192.0.2.6/30")
+    topology.run(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    topology.run(a, "ip", "route", "add", "192.0.2.4/30", "via", "192.0.2.2")
+    topology.run(b, "ip", "route", "add", "192.0.2.0/30", "via", "192.0.2.5")
+    sink = topology.spawn(b, sys.executable, PEERS, "udp-sink", "192.0.2.6", "5403")
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    sampler = Sampler([a.name, router.name, b.name])
+    try:
+        sender = topology.spawn(a, sys.executable, PEERS, "udp-send", "192.0.2.6", "5403", "1000", "3",
+                                "1000")
+        ping = topology.spawn(a, "ping", "-n", "-q", "-c", "5", "-i", "0.2", "192.0.2.2",
+                              stdout=subprocess.DEVNULL)
+        samples = _sample_until_done(sampler, [sender, sink, ping])
+    finally:
+        sampler.close()
+    sent = int(sender.communicate()[0].split()[-1])
+    rows = [row for s in samples for row in s.processes]
+    forwarded = sum(r.tx_bytes for r in rows if r.kind == "unowned" and r.netns == router.name)
+    # Each datagram leaves the router as one frame: payload + UDP 8 + IPv4 20 + Ethernet 14.
+    assert _within(forwarded, sent // 1000 * (1000 + 42)), (forwarded, sent)
+    assert all(r.pid is None and r.by_proto.keys() == {"forwarded"} for r in rows if r.kind == "unowned")
+    assert _within(sum(r.tx_bytes for r in rows if r.pid == sender.pid), sent)
+    icmp = [r.by_proto["icmp"] for r in rows if r.pid == ping.pid and "icmp" in r.by_proto]
+    # 5 echo requests of 64 bytes (8 of ICMP header, 56 of data); the replies read back.
+    assert sum(b.tx_bytes for b in icmp) == 5 * 64 and sum(b.rx_bytes for b in icmp) >= 5 * 64
+
+
 def test_counters_source_counts_tcp_only_and_says_so(topology: Topology, net: Netns) -> None:
     with Sampler(net.name, source="counters") as sampler:
         assert sampler.source == "counters"

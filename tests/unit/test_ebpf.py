@@ -78,9 +78,10 @@ def test_member_offsets_through_anonymous_unions_and_typedefs() -> None:
         Btf(b"\0" * 24)
 
 
-# The layout of Linux 6.18 x86_64 (struct sock_common's head; sock's protocol and type).
+# The layout of Linux 6.18 x86_64 (struct sock_common's head; sock's protocol and type; sk_buff, net_device).
 LAYOUT = Layout(sk_protocol=532, sk_type=534, skc_net=48, net_inum=176, skc_family=16, skc_daddr=0,
-                skc_rcv_saddr=4, skc_dport=12, skc_num=14, skc_v6_daddr=56, skc_v6_rcv_saddr=72)
+                skc_rcv_saddr=4, skc_dport=12, skc_num=14, skc_v6_daddr=56, skc_v6_rcv_saddr=72,
+                skb_sk=24, skb_len=112, dev_net=264)
 
 
 def _entry(family: int, local: bytes, remote: bytes, local_port: int,

@@ -66,8 +66,10 @@ class DatagramCounters:
         self._trace = SockTrace()
         self._last: dict[tuple[int, int], tuple[int, int]] = {}
         self._quiet: dict[tuple[int, int], int] = {}
+        self._forwarded: dict[int, int] = {}
         try:
             self.deltas()
+            self.forwarded()
         except BaseException:
             self.close()
             raise
@@ -98,15 +100,30 @@ class DatagramCounters:
         self._quiet = {k: v for k, v in self._quiet.items() if k in seen}
         return out
 
+    def forwarded(self) -> dict[int, int]:
+        """Namespace inode -> bytes of frames it passed on that no socket sent, since
+        the previous call."""
+        now = self._trace.read_forwarded()
+        last, self._forwarded = self._forwarded, now
+        return {netns: total - last.get(netns, 0) for netns, total in now.items()
+                if total != last.get(netns, 0)}
+
     def close(self) -> None:
         self._trace.close()
 
 
-def add_rows(rows: Rows, deltas: list[DatagramDelta], names: dict[int, str],
-             flt: SocketFilter | None, interval: float) -> set[int]:
+def add_rows(rows: Rows, deltas: list[DatagramDelta], forwarded: dict[int, int],
+             names: dict[int, str], flt: SocketFilter | None, interval: float) -> set[int]:
     """UDP, ICMP and raw bytes into a sample's rows, each (socket, process) pair
-    credited to the process that made the calls; ``names``: namespace inode ->
-    name, of the namespaces sampled. Returns the pids seen alive."""
+    credited to the process that made the calls, and each namespace's forwarded
+    frames into its ``unowned`` row (not when a filter is set: they match no
+    socket); ``names``: namespace inode -> name, of the namespaces sampled.
+    Returns the pids seen alive."""
+    for inode, sent in forwarded.items():
+        netns = names.get(inode)
+        row = rows.unowned(netns) if netns is not None and flt is None else None
+        if row is not None:
+            rows.add_bytes(row, "forwarded", sent, 0)
     owners: dict[int, Owner] = {}
     for d in deltas:
         e = d.entry

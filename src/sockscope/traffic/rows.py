@@ -11,6 +11,7 @@ from sockscope.inventory.model import Owner
 
 from .model import (
     CLOSED,
+    UNOWNED,
     ConnectionTraffic,
     ProcessTraffic,
     ProtoBytes,
@@ -21,6 +22,7 @@ from .model import (
 
 ProcessKey = tuple[int | None, str, str]  # pid (None: a "closed" row), command, netns name
 CLOSED_COMMAND = "(closed before sampled)"
+UNOWNED_COMMAND = "(forwarded or bridged)"
 
 
 class Rows:
@@ -51,6 +53,18 @@ class Rows:
                 row = ProcessTraffic(owner.pid, owner.command, owner.user, owner.uid, netns,
                                      container, cgroup)
             self.processes[key] = row
+        return row
+
+    def unowned(self, netns: str) -> ProcessTraffic | None:
+        """The namespace's row of frames it passed on that no socket sent (None
+        when processes are filtered: these belong to none)."""
+        if self._keep is not None:
+            return None
+        key: ProcessKey = (None, UNOWNED_COMMAND, netns)
+        row = self.processes.get(key)
+        if row is None:
+            row = self.processes[key] = ProcessTraffic(None, UNOWNED_COMMAND, None, None, netns, None,
+                                                       None, kind=UNOWNED)
         return row
 
     def remote(self, netns: str, address: str) -> RemoteTraffic:

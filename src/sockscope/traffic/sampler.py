@@ -423,7 +423,8 @@ class Sampler:
         alive = {h.owner.pid for h in holders.values()}
         if self._datagrams is not None:
             names = {inode: ns.ref.name for inode, ns in self._namespaces.items()}
-            alive |= add_rows(rows, self._datagrams.deltas(), names, self._filter, interval)
+            alive |= add_rows(rows, self._datagrams.deltas(), self._datagrams.forwarded(), names,
+                              self._filter, interval)
         if self._source_note:
             notes.append(self._source_note)
         return rows.finish(interval, alive, self.source, notes)

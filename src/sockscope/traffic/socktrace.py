@@ -40,6 +40,10 @@ _COUNTS: Final = struct.Struct("=QQQQIHH16s")
 _COMMON_AT: Final = _COUNTS.size  # 56
 _COMMON_MAX: Final = 96  # bytes of sock_common kept (enough for the IPv6 addresses)
 _VALUE_SIZE: Final = _COMMON_AT + _COMMON_MAX
+# The forwarded-frames map: namespace inode (u32, padded) -> bytes, frames (u64).
+_NETNS_KEY: Final = struct.Struct("=I4x")
+_FORWARDED: Final = struct.Struct("=QQ")
+_FORWARDED_ENTRIES: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,9 @@ class Layout:
     skc_num: int
     skc_v6_daddr: int
     skc_v6_rcv_saddr: int
+    skb_sk: int
+    skb_len: int
+    dev_net: int
 
     @classmethod
     def from_btf(cls, btf: Btf) -> Layout:
@@ -64,7 +71,9 @@ class Layout:
             "skc_net", "skc_family", "skc_daddr", "skc_rcv_saddr", "skc_dport", "skc_num",
             "skc_v6_daddr", "skc_v6_rcv_saddr")}
         return cls(btf.offset("sock", "sk_protocol"), btf.offset("sock", "sk_type"),
-                   net_inum=btf.offset("net", "ns.inum"), **common)
+                   net_inum=btf.offset("net", "ns.inum"), skb_sk=btf.offset("sk_buff", "sk"),
+                   skb_len=btf.offset("sk_buff", "len"), dev_net=btf.offset("net_device", "nd_net.net"),
+                   **common)
 
     @property
     def common_size(self) -> int:
@@ -164,6 +173,56 @@ def build(map_fd: int, layout: Layout, receive: bool) -> bytes:
     return p.assemble()
 
 
+def build_forwarded(map_fd: int, layout: Layout) -> bytes:
+    """The program on ``net_dev_start_xmit`` (struct sk_buff *skb, struct net_device
+    *dev): a frame about to leave an interface that no socket sent (forwarded,
+    bridged, or made by the kernel itself, as ARP) adds its length to its
+    namespace's entry."""
+    p = Program()
+    key, scratch, net = -8, -16, -24
+    value = net - _FORWARDED.size
+    p.mov(R6, R1)
+    p.load(R7, R6, 0, 8)  # skb
+    p.load(R8, R6, 8, 8)  # dev
+    _read(p, scratch, 8, R7, layout.skb_sk)
+    p.load(R1, R10, scratch, 8)
+    p.jump("out", R1, "!=", 0)  # a socket's own frame: counted on its socket
+    _read(p, scratch, 4, R7, layout.skb_len)
+    p.load(R9, R10, scratch, 4)
+    _read(p, net, 8, R8, layout.dev_net)
+    p.load(R3, R10, net, 8)
+    p.alu(R3, "+", layout.net_inum)
+    p.mov(R1, R10)
+    p.alu(R1, "+", key)
+    p.alu(R2, "=", 4)
+    p.call(_PROBE_READ_KERNEL)
+    p.store_imm(R10, key + 4, 0, 4)
+    _lookup(p, map_fd, key)
+    p.jump("new", R0, "==", 0)
+    p.label("add")
+    p.atomic_add(R0, 0, R9)
+    p.alu(R1, "=", 1)
+    p.atomic_add(R0, 8, R1)
+    p.jump("out")
+    p.label("new")
+    p.store(R10, value, R9, 8)
+    p.store_imm(R10, value + 8, 1, 8)
+    p.map_fd(R1, map_fd)
+    p.mov(R2, R10)
+    p.alu(R2, "+", key)
+    p.mov(R3, R10)
+    p.alu(R3, "+", value)
+    p.alu(R4, "=", _NOEXIST)
+    p.call(_MAP_UPDATE)
+    p.jump("out", R0, "==", 0)
+    _lookup(p, map_fd, key)
+    p.jump("add", R0, "!=", 0)
+    p.label("out")
+    p.alu(R0, "=", 0)
+    p.exit()
+    return p.assemble()
+
+
 def _read(p: Program, stack_offset: int, size: int, base: int, offset: int) -> None:
     """bpf_probe_read_kernel(fp + stack_offset, size, base + offset)"""
     p.mov(R1, R10)
@@ -194,7 +253,7 @@ def kernel_layout() -> Layout:
 
 
 class SockTrace:
-    """The two programs attached, and their map. ``close()`` detaches them.
+    """The three programs attached, and their maps. ``close()`` detaches them.
 
     Raises OSError (no BTF, no raw tracepoints), PermissionNeeded (no CAP_BPF /
     CAP_PERFMON) or BpfError (the verifier refused) when eBPF cannot run here.
@@ -208,9 +267,14 @@ class SockTrace:
         try:
             self.map_fd = syscall.map_create(syscall.MAP_TYPE_HASH, _KEY.size, _VALUE_SIZE, _MAX_ENTRIES)
             self._fds.append(self.map_fd)
-            for tracepoint, receive in (("sock_send_length", False), ("sock_recv_length", True)):
-                prog = syscall.prog_load(syscall.PROG_TYPE_RAW_TRACEPOINT,
-                                         build(self.map_fd, layout, receive), f"ssc_{tracepoint[5:9]}")
+            self.forwarded_fd = syscall.map_create(syscall.MAP_TYPE_HASH, _NETNS_KEY.size,
+                                                   _FORWARDED.size, _FORWARDED_ENTRIES)
+            self._fds.append(self.forwarded_fd)
+            for tracepoint, name, insns in (
+                    ("sock_send_length", "ssc_send", build(self.map_fd, layout, False)),
+                    ("sock_recv_length", "ssc_recv", build(self.map_fd, layout, True)),
+                    ("net_dev_start_xmit", "ssc_fwd", build_forwarded(self.forwarded_fd, layout))):
+                prog = syscall.prog_load(syscall.PROG_TYPE_RAW_TRACEPOINT, insns, name)
                 self._fds.append(prog)
                 self._fds.append(syscall.raw_tracepoint_open(tracepoint, prog))
         except BaseException:
@@ -221,6 +285,11 @@ class SockTrace:
         """Every (socket, process) pair the programs have seen, with its totals."""
         return [decode(key, value, self.layout)
                 for key, value in syscall.map_items(self.map_fd, _KEY.size, _VALUE_SIZE)]
+
+    def read_forwarded(self) -> dict[int, int]:
+        """Namespace inode -> bytes of frames it passed on that no socket sent (running totals)."""
+        return {_NETNS_KEY.unpack(key)[0]: _FORWARDED.unpack(value)[0]
+                for key, value in syscall.map_items(self.forwarded_fd, _NETNS_KEY.size, _FORWARDED.size)}
 
     def forget(self, entries: list[SocketBytes]) -> None:
         """Drop these pairs from the map (quiet ones: the map must not fill up)."""
