@@ -64,7 +64,8 @@ def serve_sockscope() -> None:
         stop = True
         d.stop()
 
-    with sockscope.divert(f"udp dport {PORT} input", queue=QUEUE) as d:  # defaults: maxlen 8192, 64 MiB
+    # Defaults: queue length 32,768, 64 MiB socket buffer, bypass; the rule is a bpf match.
+    with sockscope.divert(f"udp and dst port {PORT}", hooks=["input"], queue=QUEUE) as d:
         signal.signal(signal.SIGTERM, on_term)
         cpu0, sys0 = _cpu(), _sys()
         print("ready", flush=True)

@@ -19,14 +19,15 @@ case "${1:-}" in
 esac
 
 # Debian packages: iproute2 gives `ip` (tests, namespaces) and `ss` (benchmark anchor);
-# nftables gives `nft`, which `sockscope guard` runs; iptables: divert steers packets
-# to its queue with iptables-nft's NFQUEUE target; libpcap0.8 compiles capture filters.
-apt_pkgs=(python3 python3-venv iproute2 nftables iptables libpcap0.8)
+# nftables gives `nft`, which `sockscope guard` runs (divert speaks nf_tables' netlink
+# itself); libpcap0.8 compiles capture and divert filters.
+apt_pkgs=(python3 python3-venv iproute2 nftables libpcap0.8)
 if [ "$want_test" = 1 ]; then
     # time: /usr/bin/time gives the benchmarks each command's own peak RSS.
     # tshark, tcpdump: the capture files we write are checked with the real tools.
     # libpcap0.8: tcpdump filters are compiled to BPF by libpcap (sockscope.capture.bpf).
-    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8)
+    # iptables: the divert tests put an administrator's own rules in place beside divert's.
+    apt_pkgs+=(nftables procps time tshark tcpdump libpcap0.8 iptables)
     # iperf3: the traffic generator `top`'s accuracy tests compare with; tmux: they read
     # the live view off a real terminal (capture-pane).
     apt_pkgs+=(iperf3 tmux)
@@ -34,6 +35,10 @@ if [ "$want_test" = 1 ]; then
     apt_pkgs+=(traceroute nmap iputils-ping)
     # netcat-openbsd (nc), tcpd (tcpdmatch): the oracles of connect/listen and check.
     apt_pkgs+=(netcat-openbsd tcpd)
+    # prometheus: the exporter's tests scrape it with the real server and check its
+    # output and alerting rules with promtool; openssl makes their TLS certificates;
+    # systemd checks its unit file (systemd-analyze verify); util-linux: setpriv.
+    apt_pkgs+=(prometheus openssl systemd util-linux)
 fi
 if [ "$want_bench" = 1 ]; then
     # netsniff-ng: trafgen blasts frames at the capture and divert benchmarks.
@@ -69,9 +74,10 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-extra=""
-[ "$want_test" = 1 ] && extra="[test]"
-[ "$want_bench" = 1 ] && extra="[test,bench]"
+# exporter: prometheus-client, PyYAML, bcrypt for `sockscope exporter` (README).
+extra="[exporter]"
+[ "$want_test" = 1 ] && extra="[exporter,test]"
+[ "$want_bench" = 1 ] && extra="[exporter,test,bench]"
 stamp=".venv/.installed$extra"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ bin/sockscope -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra"

@@ -1,10 +1,12 @@
 """Shared pieces of the divert integration tests: a routed line left - r1 - right, the
-divert CLI running in r1, a UDP sink in right and a sender in left."""
+divert CLI running in r1, a UDP sink in right and a sender in left, and the whole
+nftables ruleset of a namespace, to compare before and after a run."""
 
 from __future__ import annotations
 
 import json
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -61,40 +63,64 @@ class Net:
         return self.line.right
 
 
+FORWARD_5000 = ["--rule", "udp and dst port 5000", "--hook", "forward"]  # what most tests divert
+
+
 def build(topo: Topology) -> Net:
     line = topo.line(1, ipv6=True)
     return Net(topo, line)
 
 
-def firewall(topo: Topology, ns: Netns) -> str:
-    """Both families' filter tables as iptables-save prints them, counters left out."""
-    out = []
-    for tool in ("iptables-save", "ip6tables-save"):
-        text = topo.run(ns, tool, "-t", "filter").stdout
-        out += [line for line in text.splitlines() if not line.startswith("#")]
-    return "\n".join(out)
+def ruleset(topo: Topology, ns: Netns) -> str:
+    """The whole ruleset of ns as ``nft --stateless list ruleset`` prints it (iptables-nft
+    rules included; counters left out, since traffic moves them)."""
+    return topo.run(ns, "nft", "--stateless", "list", "ruleset").stdout
 
 
-def divert_chains(topo: Topology, ns: Netns) -> list[str]:
-    return [line for line in firewall(topo, ns).splitlines() if "SOCKSCOPE-DIVERT" in line]
+def divert_tables(topo: Topology, ns: Netns) -> list[str]:
+    """The divert tables in ns ("ip sockscope_divert_0_..."): ours, live or left over."""
+    out = topo.run(ns, "nft", "list", "tables").stdout.split("\n")
+    return [line.removeprefix("table ") for line in out if "sockscope_divert_" in line]
+
+
+USER_RULES = """
+table inet theirs {
+  chain early { type filter hook forward priority -100; policy accept; udp dport 5999 counter; }
+  chain late { type filter hook forward priority 10; policy accept; udp dport 5998 drop; }
+}
+"""
+
+
+def add_user_rules(topo: Topology, ns: Netns, *iptables: list[str]) -> None:
+    """An administrator's own rules in ns, before any divert: an nft table of their own
+    and, for each argument, one ``iptables`` command (which makes ``table ip filter``)."""
+    topo.nft(ns, USER_RULES)
+    for args in iptables:
+        topo.run(ns, "iptables", *args)
 
 
 def start_divert(
-    net: Net, *args: str, ns: Netns | None = None, wait_for: str = "SOCKSCOPE-DIVERT-", **kw: Any
+    net: Net, *args: str, ns: Netns | None = None, wait_for: str = "sockscope_divert_", **kw: Any
 ) -> subprocess.Popen[str]:
-    """``sockscope divert ARGS`` in the router; returns once a rule line holding
+    """``sockscope divert ARGS`` in the router; returns once a table holding
     ``wait_for`` is in."""
     ns = ns or net.router
     proc = net.topo.spawn(ns, sys.executable, "-m", "sockscope", "divert", *args, **kw)
+    wait_for_tables(net.topo, ns, proc, wait_for)
+    return proc
+
+
+def wait_for_tables(
+    topo: Topology, ns: Netns, proc: subprocess.Popen[str], wait_for: str = "sockscope_divert_"
+) -> None:
     deadline = time.monotonic() + 10
-    while not any(wait_for in line for line in divert_chains(net.topo, ns)):
+    while not any(wait_for in line for line in divert_tables(topo, ns)):
         if proc.poll() is not None:
             _, err = proc.communicate()
             raise AssertionError(f"divert exited with {proc.returncode}: {err}")
         if time.monotonic() > deadline:
             raise AssertionError("divert rules did not appear")
         time.sleep(0.05)
-    return proc
 
 
 def start_sink(net: Net, port: int, duration: float) -> subprocess.Popen[str]:
@@ -114,8 +140,8 @@ def send(net: Net, host: str, port: int, *texts: str, gap: float = 0.002) -> Non
     net.topo.run(net.left, sys.executable, "-c", SEND, host, str(port), str(gap), *texts)
 
 
-def stop(proc: subprocess.Popen[str]) -> tuple[str, str, int]:
-    proc.terminate()
+def stop(proc: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[str, str, int]:
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=15)
     return out, err, proc.returncode
 

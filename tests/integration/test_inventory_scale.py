@@ -230,3 +230,12 @@ def test_both_tables_name_a_unix_peer_by_its_path(tmp_path: Any) -> None:
     finally:
         for s in (client, accepted, server):
             s.close()
+
+
+@pytest.mark.parametrize("fmt", [(), ("--jsonl",), ("--csv",), ("--no-align",)])
+def test_stdout_closed_is_one_line_and_status_1(fmt: tuple[str, ...]) -> None:
+    done = subprocess.run([sys.executable, "-m", "sockscope", "ls", "-t", *fmt], stdout=None,
+                          stderr=subprocess.PIPE, text=True, timeout=60,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == ["sockscope ls: write error: standard output is closed"]

@@ -276,13 +276,13 @@ def test_standard_output_closed_full_or_gone(peer: Peer) -> None:
         proc = subprocess.run([*CLI, "connect", f"tcp:127.0.0.1:{peer.port}"], stdin=subprocess.DEVNULL,
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=15)
     assert proc.returncode == 1
-    assert proc.stderr == "sockscope connect: standard output: No space left on device\n"
+    assert proc.stderr == "sockscope connect: write error: No space left on device\n"
     peer.result()
     peer.serve(lambda conn: conn.sendall(b"data\n"))
     proc = subprocess.run([*CLI, "connect", f"tcp:127.0.0.1:{peer.port}"], stdin=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, timeout=15, preexec_fn=lambda: os.close(1))
     assert proc.returncode == 1
-    assert proc.stderr == "sockscope connect: standard output is closed: nowhere to write what arrived\n"
+    assert proc.stderr == "sockscope connect: write error: standard output is closed\n"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT])
@@ -441,7 +441,7 @@ def test_services_commands_with_standard_output_closed(peer: Peer, shared_dir: P
         proc = subprocess.run([*CLI, *args], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               timeout=15, preexec_fn=lambda: os.close(1))
         assert proc.returncode == 1, proc
-        assert proc.stderr == f"sockscope {args[0]}: standard output is closed: nowhere to write\n"
+        assert proc.stderr == f"sockscope {args[0]}: write error: standard output is closed\n"
     peer.serve(lambda conn: None)  # says nothing: nothing to write, no error
     proc = subprocess.run([*CLI, "connect", f"tcp:127.0.0.1:{peer.port}"], stdin=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, timeout=15, preexec_fn=lambda: os.close(1))

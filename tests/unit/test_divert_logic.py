@@ -1,111 +1,125 @@
-"""Divert without the kernel: the --rule language, payload repair, handler results and
-how the engine groups verdicts into batch messages."""
+"""Divert without the kernel: compiling --rule, the old language's translation, payload
+repair and rewrites, handler results, and how the engine groups verdicts into batch
+messages and reports settled packets."""
 
 from __future__ import annotations
 
+import shlex
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sockscope.divert import DivertPacket, InvalidPayload, Verdict, apply_result, fix_packet, parse_rule
+from sockscope.capture.bpf import compile_filter
+from sockscope.divert import DivertPacket, InvalidPayload, Verdict, apply_result, compile_rule, fix_packet
 from sockscope.divert.engine import DivertStats, Engine
-from sockscope.divert.firewall import _removal_script, queue_target
-from sockscope.divert.session import queue_range
+from sockscope.divert.legacy import suggest
+from sockscope.divert.rule import KERNEL_LIMIT, Interface, Mark
 from sockscope.errors import SockscopeError, UsageError
 from sockscope.netlink import nfqueue as nfq
 from sockscope.netlink.codec import iter_messages
 from sockscope.packets import ICMP, LINKTYPE_RAW, TCP, UDP, ICMPv6, IPv4, IPv6, decode, stack
 
 
-def test_rule_udp_dport() -> None:
-    rule = parse_rule("udp dport 5000")
+def test_rule_compiles_per_family_for_the_kernel() -> None:
+    rule = compile_rule("udp and dst port 5000")
     assert rule.families == (4, 6) and rule.hooks == ("input", "output")
-    assert rule.variants(4) == [["-p", "udp", "-m", "udp", "--dport", "5000"]]
+    four, six = rule.programs[4], rule.programs[6]
+    assert four is not None and six is not None and rule.user_filter is None and rule.notes == []
+    v4 = bytes(udp4(b"x"))
+    v4 = v4[:22] + (5000).to_bytes(2, "big") + v4[24:]
+    assert four.matches(v4) and not six.matches(v4)
+    # Each family's program is shorter than the whole filter's.
+    whole = compile_filter("udp and dst port 5000", LINKTYPE_RAW)
+    assert len(four) < len(whole) and len(six) < len(whole)
 
 
-def test_rule_port_means_either_side_and_both_protocols() -> None:
-    rule = parse_rule("port 53")
-    assert rule.variants(4) == [
-        ["-p", "tcp", "-m", "tcp", "--sport", "53"],
-        ["-p", "tcp", "-m", "tcp", "--dport", "53"],
-        ["-p", "udp", "-m", "udp", "--sport", "53"],
-        ["-p", "udp", "-m", "udp", "--dport", "53"],
-    ]
-    assert parse_rule("tcp not port 22").variants(6) == [
-        ["-p", "tcp", "-m", "tcp", "!", "--sport", "22", "!", "--dport", "22"]
-    ]
+def test_rule_for_one_family_and_for_everything() -> None:
+    assert compile_rule("ip6 and tcp").families == (6,)
+    assert compile_rule("tcp[13] & 2 != 0").families == (4,)  # tcp[] is IPv4 only in libpcap
+    every = compile_rule("")
+    assert every.programs == {4: None, 6: None} and every.user_filter is None and every.notes == []
 
 
-def test_rule_addresses_pick_the_family() -> None:
-    rule = parse_rule("tcp saddr 2001:db8::/32 and dport 80-90 forward")
-    assert rule.families == (6,) and rule.hooks == ("forward",)
-    assert rule.variants(6) == [["-p", "tcp", "-m", "tcp", "-s", "2001:db8::/32", "--dport", "80:90"]]
-    assert parse_rule("icmp").families == (4,)
-    assert parse_rule("daddr != 198.51.100.7 mark 0x10/0xff").variants(4) == [
-        ["!", "-d", "198.51.100.7/32", "-m", "mark", "--mark", "0x10/0xff"]
-    ]
+def test_a_filter_too_long_for_the_kernel_is_matched_in_user_space_and_said() -> None:
+    text = " or ".join(f"(udp dst port {5000 + i} and len = {100 + i})" for i in range(20))
+    rule = compile_rule(text, ["forward"])
+    assert rule.programs == {4: None, 6: None} and rule.user_filter is not None
+    assert rule.lengths[4] > KERNEL_LIMIT and rule.lengths[6] > KERNEL_LIMIT
+    [note] = rule.notes
+    assert "at most 64" in note and "every IPv4/IPv6 packet on hook forward is diverted" in note
+    assert "filter runs in user space" in note
 
 
-def test_rule_interfaces_choose_hooks() -> None:
-    assert parse_rule("iif eth0").hooks == ("input",)
-    assert parse_rule("oif eth0 udp").hooks == ("output",)
-    assert parse_rule("iif eth0 oif eth1 forward").variants(4) == [["-i", "eth0", "-o", "eth1"]]
+def test_hooks_interfaces_and_marks() -> None:
+    assert compile_rule("udp", in_interface="eth0").hooks == ("input",)
+    assert compile_rule("udp", out_interface="eth0").hooks == ("output",)
+    both = compile_rule("udp", ["forward", "forward"], in_interface="!veth+", out_interface="eth1")
+    assert both.hooks == ("forward",)
+    assert both.in_interface == Interface("veth+", negate=True)
+    assert both.scope == "hook forward in !veth+ out eth1"
+    assert compile_rule("udp", mark="0x10/0xff").mark == Mark(0x10, 0xFF)
+    assert compile_rule("udp", mark="!1").mark == Mark(1, 0xFFFFFFFF, negate=True)
+    assert compile_rule("udp", mark=7).mark == Mark(7)
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("kwargs", "message"),
     [
-        "",
-        "udp dport",
-        "udp dport 70000",
-        "udp dport http",
-        "tcp udp",
-        "frobnicate",
-        "saddr 10.0.0.300",
-        "ip6 saddr 198.51.100.1",
-        "icmp saddr 2001:db8::1",
-        "iif eth0 output",
-        "iif eth0 oif eth1",
-        "port 1 port 2",
-        "dport 1 dport 2",
-        "not udp",
-        "udp not",
-        "iif bad/name",
-        "mark 1/2/3",
+        ({"text": "udp and"}, "--rule 'udp and': can't parse filter expression: syntax error"),
+        ({"text": "arp"}, "--rule 'arp': expression rejects all packets"),
+        ({"text": "udp", "hooks": ["prerouting"]}, "bad --hook"),
+        ({"text": "udp", "hooks": ["output"], "in_interface": "eth0"}, "-i (input interface) does not apply"),
+        (
+            {"text": "udp", "hooks": ["input"], "out_interface": "eth0"},
+            "-o (output interface) does not apply",
+        ),
+        ({"text": "udp", "in_interface": "eth0", "out_interface": "eth1"}, "add --hook forward"),
+        ({"text": "udp", "in_interface": "a/b"}, "bad -i 'a/b'"),
+        ({"text": "udp", "in_interface": "waytoolonginterface"}, "bad -i"),
+        ({"text": "udp", "mark": "1/2/3"}, "bad --mark"),
+        ({"text": "udp", "mark": "0x100000000"}, "bad --mark"),
     ],
 )
-def test_bad_rules_are_usage_errors(text: str) -> None:
-    with pytest.raises(UsageError, match="--rule"):
-        parse_rule(text)
+def test_bad_rules_are_usage_errors(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        compile_rule(**kwargs)
+    assert message in str(info.value)
 
 
-def test_queue_target_and_range() -> None:
-    assert queue_target([3], bypass=True) == ["-j", "NFQUEUE", "--queue-num", "3", "--queue-bypass"]
-    assert queue_target([0, 1, 2], bypass=False) == [
-        "-j",
-        "NFQUEUE",
-        "--queue-balance",
-        "0:2",
-        "--queue-cpu-fanout",
-    ]
-    assert queue_range(5) == [5]
-    assert queue_range(0, "2:4") == [2, 3, 4]
-    for bad in ("4:2", "x", "1:70000"):
-        with pytest.raises(UsageError):
-            queue_range(0, bad)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("udp dport 5000", "--rule 'udp and dst port 5000'"),
+        ("udp dport 5010-5000 forward", "--rule 'udp and dst portrange 5010-5000' --hook forward"),
+        ("tcp port 80 forward", "--rule 'tcp and port 80' --hook forward"),
+        ("port 53 iif eth0", "--rule '(tcp or udp) and port 53' -i eth0"),
+        (
+            "ip6 saddr 2001:db8::/32 not dport 22",
+            "--rule 'ip6 and (tcp or udp) and src net 2001:db8::/32 and not dst port 22'",
+        ),
+        (
+            "daddr != 198.51.100.7 mark 0x10/0xff",
+            "--rule 'ip and not dst host 198.51.100.7' --mark 0x10/0xff",
+        ),
+        ("udp dport 5000 mark != 1", "--rule 'udp and dst port 5000' --mark '!0x1'"),
+        ("udplite output", "--rule '(ip proto 136 or ip6 proto 136)' --hook output"),
+        ("icmp6 oif eth1 forward", "--rule icmp6 -o eth1 --hook forward"),
+    ],
+)
+def test_the_old_rule_language_gets_its_translation(old: str, new: str) -> None:
+    with pytest.raises(UsageError) as info:
+        compile_rule(old)
+    message = str(info.value)
+    assert "divert's old rule language" in message and message.endswith("write " + new), message
+    # The suggestion is itself valid: the filter compiles.
+    compile_rule(shlex.split(new)[1])
 
 
-def test_removal_script_undoes_exactly_the_jumps_and_chains() -> None:
-    script = _removal_script("sockscope divert pid=1 start=2", [("INPUT", "SOCKSCOPE-DIVERT-0-IN")])
-    assert script.splitlines() == [
-        "*filter",
-        '-D INPUT -m comment --comment "sockscope divert pid=1 start=2" -j SOCKSCOPE-DIVERT-0-IN',
-        "-F SOCKSCOPE-DIVERT-0-IN",
-        "-X SOCKSCOPE-DIVERT-0-IN",
-        "COMMIT",
-    ]
+def test_text_without_old_words_is_a_tcpdump_filter() -> None:
+    assert suggest("udp port 53") is None and suggest("udp and") is None
+    assert compile_rule("udp port 53").programs[4] is not None
 
 
 def udp4(data: bytes = b"abc") -> bytes:
@@ -169,6 +183,8 @@ def fake_engine() -> tuple[Engine, FakeSocket]:
         timeout=1.0,
         batch=64,
         stats=DivertStats(),
+        user_filter=None,
+        on_settled=None,
         lock=threading.Lock(),
         _pending=[],
         _sock=sock,
@@ -282,26 +298,147 @@ def test_a_packet_cut_at_the_copy_range_cannot_be_replaced() -> None:
         pkt.set_payload(udp4())
 
 
-def test_nft_rendering() -> None:
-    from sockscope.divert.nftables import queue_statement, render
+def queued(payload: bytes, packet_id: int = 1) -> DivertPacket:
+    """A DivertPacket around ``payload`` as if the kernel had queued it."""
+    pkt = DivertPacket(7, packet_id, b"", 0.0)
+    pkt._info = nfq.QueuedPacket(queue=7, packet_id=packet_id, hw_protocol=0x0800, hook=1, payload=payload)
+    return pkt
 
-    assert queue_statement([3], bypass=True) == "queue num 3 bypass"
-    assert queue_statement([0, 1, 2, 3], bypass=False) == "queue num 0-3 fanout"
-    rule = parse_rule("port 53 iif eth0 mark 0x10/0xff")
-    assert render(rule, "t", "queue num 0").splitlines() == [
-        "table inet t {",
-        "  chain input {",
-        "    type filter hook input priority 0; policy accept;",
-        *(
-            f"    meta nfproto {fam} meta l4proto {proto} "
-            f'iifname "eth0" meta mark and 0xff == 0x10 th {side} 53 queue num 0'
-            for fam in ("ipv4", "ipv6")
-            for proto in ("tcp", "udp")
-            for side in ("sport", "dport")
-        ),
-        "  }",
-        "}",
+
+def tcp4(data: bytes = b"", flags: int = 0x18) -> bytes:
+    return stack(
+        IPv4.build(src="198.51.100.1", dst="198.51.100.2"),
+        TCP.build(sport=40000, dport=80, seq=1000, ack=2000, flags=flags),
+        payload=data,
+    )
+
+
+def test_set_transport_payload_changes_only_the_data() -> None:
+    before = udp4(b"a UDP payload with an a")
+    pkt = queued(before)
+    pkt.set_transport_payload(pkt[UDP].payload.replace(b"a", b"bb"))
+    after = decode(pkt.payload, LINKTYPE_RAW)
+    assert after.payload == b"bb UDP pbbylobbd with bbn bb"
+    assert (after[UDP].sport, after[UDP].dport) == (1, 2)  # header bytes that look like "a" stay
+    assert after[UDP].checksum_ok() is True and after[IPv4].checksum_ok()
+    assert after[UDP].length == 8 + len(after.payload) and after[IPv4].total_len == len(pkt.payload)
+    assert pkt.verdict is None  # still to be given
+
+
+def test_tcp_data_is_replaced_only_with_as_many_bytes() -> None:
+    pkt = queued(tcp4(b"abc"))
+    pkt.set_transport_payload(b"XYZ")
+    assert decode(pkt.payload, LINKTYPE_RAW).payload == b"XYZ"
+    assert decode(pkt.payload, LINKTYPE_RAW)[TCP].checksum_ok() is True
+    with pytest.raises(InvalidPayload, match="sequence numbers"):
+        queued(tcp4(b"abc")).set_transport_payload(b"XYZXYZ")
+    with pytest.raises(InvalidPayload, match="without data"):
+        queued(tcp4(b"", flags=0x02)).set_transport_payload(b"XYZ")
+    icmp = stack(IPv4.build(src="198.51.100.1", dst="198.51.100.2"), ICMP.build(type=8), payload=b"p")
+    with pytest.raises(InvalidPayload, match="no TCP or UDP"):
+        queued(icmp).set_transport_payload(b"x")
+
+
+def test_rewrite_payload_touches_data_segments_only() -> None:
+    from sockscope.divert.rewrite import parse_rewrites, rewrite
+
+    changes = parse_rewrites(["payload=XYZ", "dport=8080"])
+    syn = queued(tcp4(b"", flags=0x02))
+    rewrite(syn, changes)
+    assert decode(syn.payload, LINKTYPE_RAW)[TCP].dport == 8080 and syn[TCP].payload == b""
+    data = queued(tcp4(b"abc"))
+    rewrite(data, changes)
+    assert decode(data.payload, LINKTYPE_RAW).payload == b"XYZ"
+    with pytest.raises(InvalidPayload, match="cannot become 3"):
+        rewrite(queued(tcp4(b"abcdef")), changes)  # refused: the packet stays as it was
+    udp = queued(udp4(b"abcdef"))
+    rewrite(udp, changes)
+    assert decode(udp.payload, LINKTYPE_RAW).payload == b"XYZ"  # UDP: any length
+
+
+def test_rewrite_payload_takes_the_bytes_the_shell_passed() -> None:
+    import os
+
+    from sockscope.divert.rewrite import parse_rewrites
+
+    raw = os.fsdecode(b"\xff\xfeok")  # how Python hands over argv bytes that are not UTF-8
+    assert parse_rewrites([f"payload={raw}"])["payload"] == b"\xff\xfeok"
+
+
+def test_settled_packets_are_reported_once_default_verdicts_included() -> None:
+    engine, _ = fake_engine()
+    seen: list[tuple[int, Verdict | None]] = []
+    engine.on_settled = lambda pkt: seen.append((pkt.id, pkt.verdict))
+    first, held = add(engine, 1, received=0.0), add(engine, 2, received=0.0)
+    first.drop()
+    engine.flush()
+    assert seen == [(1, Verdict.DROP)]
+    engine.expire(now=5.0)  # the held one times out: reported with its default verdict
+    assert seen == [(1, Verdict.DROP), (2, Verdict.ACCEPT)] and held.verdict is Verdict.ACCEPT
+    engine.flush()
+    assert len(seen) == 2
+
+
+def test_the_user_space_filter_passes_unmatched_packets_unseen() -> None:
+    engine, sock = fake_engine()
+    engine.user_filter = compile_filter("udp dst port 6000", LINKTYPE_RAW)  # the recorded one is 5000
+    seen: list[DivertPacket] = []
+    engine.on_settled = seen.append
+    pkt = add(engine, 1)
+    assert engine._apply_user_filter([pkt]) == [] and pkt.verdict is Verdict.ACCEPT
+    engine.flush()
+    assert seen == [] and sent_verdicts(sock) == [
+        (nfq.NFQNL_MSG_VERDICT_BATCH, nfq.NF_ACCEPT, 1, None, False)
     ]
-    assert parse_rule("ip6 not host 2001:db8::1 forward").nft_matches(6) == [
-        "meta nfproto ipv6 ip6 saddr != 2001:db8::1/128 ip6 daddr != 2001:db8::1/128"
-    ]
+    assert (engine.stats.unmatched, engine.stats.accepted) == (1, 0)
+
+
+def test_stats_inside_the_with_block_count_the_last_verdicts() -> None:
+    from sockscope.divert import Divert
+
+    engine, _ = fake_engine()
+    session = Divert(None)
+    session.engine = engine
+    add(engine, 1).accept()
+    add(engine, 2).drop()
+    stats = session.stats()
+    assert (stats.accepted, stats.dropped) == (1, 1)
+
+
+def test_interrupt_ends_a_running_handler_with_the_default_verdict() -> None:
+    from sockscope.divert import Divert
+
+    engine, _ = fake_engine()
+    engine.default = Verdict.DROP
+    session = Divert(None)
+    session.engine = engine
+    pkt = add(engine, 1)
+
+    def stuck(p: DivertPacket) -> None:
+        session.interrupt()  # as a signal handler would, while the handler runs
+        raise AssertionError("not reached")
+
+    session.handle(pkt, stuck)
+    assert pkt.verdict is Verdict.DROP and session._stop.is_set()
+    assert engine.stats.handler_errors == 0
+    session.interrupt()  # outside a handler: only stops
+
+
+def test_queue_range() -> None:
+    from sockscope.divert.session import queue_range
+
+    assert queue_range(5) == [5]
+    assert queue_range(0, "2:4") == [2, 3, 4]
+    for bad in ("4:2", "x", "1:70000"):
+        with pytest.raises(UsageError):
+            queue_range(0, bad)
+
+
+def test_a_port_range_written_high_to_low_still_matches() -> None:
+    # The old language installed "dport 5010-5000" as a rule that never matched;
+    # libpcap orders the range.
+    program = compile_rule("udp and dst portrange 5010-5000").programs[4]
+    assert program is not None
+    wire = bytearray(udp4(b"x"))
+    wire[22:24] = (5005).to_bytes(2, "big")
+    assert program.matches(bytes(wire))

@@ -1,38 +1,63 @@
-"""``sockscope divert --rule RULE``: take matching packets out of the firewall path.
+"""``sockscope divert --rule FILTER``: take matching packets out of the firewall path.
 
-Per packet, in order: ``--drop FILTER`` (tcpdump syntax, run in user space over
-the IP packet) drops it; ``--exec FILE`` hands it to the file's ``handle(packet)``;
-``--rewrite FIELD=VALUE`` changes it (checksums recomputed); ``--set-mark`` marks
-it; anything left is accepted. ``--print`` shows each packet and its verdict.
-Counters go to stderr at the end; Ctrl-C and SIGTERM end the divert (status 0)
-after the rules are removed.
+``--rule`` is a tcpdump filter (compiled by libpcap for raw IP, matched in the kernel
+by iptables' bpf match); ``--hook``, ``-i``/``-o`` and ``--mark`` say where. Per
+packet, in order: ``--drop FILTER`` (tcpdump syntax, run in user space; repeatable,
+any match drops) drops it; ``--exec FILE`` hands it to the file's ``handle(packet)``;
+``--rewrite FIELD=VALUE`` changes it (checksums recomputed); ``--set-mark`` marks it;
+anything left is accepted. ``--print`` shows each packet once its verdict is sent,
+default verdicts included.
+
+Ending: Ctrl-C, SIGTERM and SIGHUP end the divert (status 0) after the rules are
+removed and every packet held has its verdict; a handler still running is
+interrupted, and if it does not let go within `STOP_GRACE` seconds the divert ends
+without it (status 1). Repeated signals change nothing of that. A handler's
+``sys.exit(N)`` ends the divert with status N. Counters go to stderr in every case.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
+import math
 import sys
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from sockscope.errors import UsageError
 
-from . import output
+from .divert_report import STOP_GRACE, Counter, Stopper
 
 RULE_HELP = (
-    "which packets: terms from ip ip6 | tcp udp udplite sctp icmp icmp6 | input output forward | "
-    "sport/dport/port N[-M] | saddr/daddr/host ADDR[/LEN] | iif/oif IFNAME | mark N[/MASK]; "
-    "'not' or '!=' negates; e.g. 'udp dport 5000', 'tcp port 80 forward', 'ip6 saddr 2001:db8::/32'. "
-    "Default hooks: input and output."
+    "which packets: a tcpdump filter, e.g. 'udp and dst port 5000', 'tcp port 80', "
+    "'ip6 and src net 2001:db8::/32 and not dst port 22' ('' for every packet)"
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.usage = "sockscope divert --rule RULE [options]"
-    p.add_argument("--rule", metavar="RULE", help=RULE_HELP)
+    p.usage = "sockscope divert --rule FILTER [--hook HOOK] [-i IFACE] [-o IFACE] [--mark MARK] [options]"
+    p.add_argument("--rule", metavar="FILTER", help=RULE_HELP)
+    p.add_argument(
+        "--hook",
+        action="append",
+        choices=("input", "output", "forward"),
+        help="where to take packets: input, output or forward (repeatable; default input and output)",
+    )
+    p.add_argument(
+        "-i",
+        dest="in_interface",
+        metavar="IFACE",
+        help="only packets that came in on IFACE (!IFACE: not; eth+: prefix)",
+    )
+    p.add_argument(
+        "-o",
+        dest="out_interface",
+        metavar="IFACE",
+        help="only packets that go out on IFACE (!IFACE: not; eth+: prefix)",
+    )
+    p.add_argument(
+        "--mark", metavar="[!]N[/MASK]", help="only packets with this firewall mark ('!1': without)"
+    )
     p.add_argument("--queue", type=int, default=0, metavar="N", help="NFQUEUE number (default 0)")
     p.add_argument(
         "--queue-balance",
@@ -47,18 +72,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --queue-balance: N processes, each reading its share of the queues (default 1)",
     )
     p.add_argument("--print", action="store_true", help="print each packet and its verdict")
-    p.add_argument("--jsonl", action="store_true", help="with --print: one JSON object per packet")
+    p.add_argument(
+        "--jsonl", action="store_true", help="print each packet as a JSON object (implies --print)"
+    )
     p.add_argument("--exec", metavar="PYTHON_FILE", help="call handle(packet) from this file for each packet")
-    p.add_argument("--drop", metavar="FILTER", help="drop packets matching this tcpdump filter")
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="FILTER",
+        help="drop packets matching this tcpdump filter (repeatable: any match drops)",
+    )
     p.add_argument(
         "--rewrite",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="change sport, dport, saddr, daddr, ttl or payload (text); repeatable",
+        help="change sport, dport, saddr, daddr, ttl or payload (TCP: same length only); repeatable",
     )
     p.add_argument("--set-mark", type=mark_number, metavar="N", help="set this firewall mark (32 bits)")
-    p.add_argument("--bypass", action="store_true", help="packets pass while no program listens on the queue")
+    p.add_argument(
+        "--bypass",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="packets pass while no program is bound to the queue (default; --no-bypass: they are dropped)",
+    )
     p.add_argument("--fail-open", action="store_true", help="packets pass when the queue is full")
     p.add_argument("--gso", action="store_true", help="take GSO packets whole (no forced segmentation)")
     p.add_argument("--uid-gid", action="store_true", help="ask the kernel for the sending socket's uid/gid")
@@ -74,11 +112,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--default",
         choices=("accept", "drop"),
         default="accept",
-        help="verdict for packets left undecided (handler error, timeout); default accept",
+        help="verdict for packets left undecided (handler error, timeout, stop); default accept",
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=1.0,
         metavar="SECONDS",
         help="undecided packets get the default verdict after this long (default 1)",
@@ -87,9 +125,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--maxlen", type=int, default=32768, metavar="N", help="queue length in the kernel (default 32768)"
     )
     p.add_argument("--count", type=int, metavar="N", help="stop after N packets")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long")
     p.add_argument(
-        "--cleanup", action="store_true", help="only remove rules left by divert runs that died, then exit"
+        "--cleanup",
+        action="store_true",
+        help="only remove rules left by divert runs that died (or by older versions), then exit",
     )
 
 
@@ -101,26 +141,84 @@ def mark_number(text: str) -> int:
     return value
 
 
-def run(args: argparse.Namespace) -> int:
-    from sockscope.divert import Divert
-    from sockscope.divert.firewall import clean_leftovers
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < math.inf:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"want a positive number of seconds: {text!r}")
+    return value
 
+
+def run(args: argparse.Namespace) -> int:
     if args.cleanup:
-        for name in clean_leftovers():
-            sys.stdout.write(f"removed {name}\n")
-        return 0
-    if not args.rule:
-        raise UsageError("--rule is required, e.g. --rule 'udp dport 5000'")
+        return _cleanup()
+    if args.rule is None:
+        raise UsageError("--rule is required, e.g. --rule 'udp and dst port 5000'")
     for name in ("count", "maxlen", "copy_range"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.copy_range > 0xFFFF:
         raise UsageError("--copy-range is at most 65535")
-    steps = _build_steps(args)
-    session = Divert(args.rule, args.queue, queue_balance=args.queue_balance, **_queue_options(args))
-    seen = 0
-    deadline = None if args.duration is None else time.monotonic() + args.duration
+    from sockscope.divert.rule import compile_rule
 
+    rule = compile_rule(args.rule, args.hook, args.in_interface, args.out_interface, args.mark)
+    steps = _build_steps(args)
+    if args.jsonl:
+        args.print = True
+    stopper = Stopper()
+    if args.workers != 1:
+        return _run_workers(args, rule, steps, stopper)
+    from sockscope.divert import Divert
+
+    session = Divert(rule, args.queue, queue_balance=args.queue_balance, **_queue_options(args))
+    counter = Counter(args, session.stop)
+    stopper.session = session
+    with stopper:
+        with session:
+            _say_notes(session.leftovers_removed, rule.notes)
+            stopper.armed = True
+            try:
+                session.run(_handler(steps), until=_until(args), after=counter.settled)
+            except SystemExit as exc:  # the handler's sys.exit(N)
+                counter.exit_status = exc.code if isinstance(exc.code, int) else 1
+            kernel = session.stats().kernel  # while the queue is bound
+        if not stopper.finish():
+            return 1  # the stop deadline ended the run and reported already
+    stats = session.stats()  # after close: the default verdicts given at exit too
+    stats.kernel = kernel
+    return counter.finish(stats, session.last_error)
+
+
+def _cleanup() -> int:
+    from sockscope.divert.firewall import clean_leftovers
+    from sockscope.divert.legacy import clean_iptables_leftovers
+    from sockscope.divert.process import process_start_time
+
+    removed = clean_leftovers()
+    removed += clean_iptables_leftovers(lambda pid, start: process_start_time(pid) != start)
+    for name in removed:
+        sys.stdout.write(f"removed {name}\n")
+    return 0
+
+
+def _say_notes(leftovers: list[str], notes: list[str]) -> None:
+    for name in leftovers:
+        sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
+    for note in notes:
+        sys.stderr.write(f"sockscope divert: note: {note}\n")
+
+
+def _until(args: argparse.Namespace) -> Callable[[], bool] | None:
+    if args.duration is None:
+        return None
+    deadline = time.monotonic() + args.duration
+    return lambda: time.monotonic() > deadline
+
+
+def _handler(steps: list[Callable[[Any], Any]]) -> Callable[[Any], None]:
     def handler(pkt: Any) -> None:
         for step in steps:
             step(pkt)
@@ -129,44 +227,11 @@ def run(args: argparse.Namespace) -> int:
         if pkt.verdict is None:
             pkt.accept()
 
-    def after(pkt: Any) -> None:  # the verdict is settled, a handler error's default included
-        nonlocal seen
-        seen += 1
-        if args.print:
-            _show(pkt, args.jsonl)
-        if seen == args.count:
-            session.stop()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        session.stop()
-
-    until = None if deadline is None else lambda: time.monotonic() > deadline
-    if args.workers != 1:
-        return _run_workers(args, handler, until, after)
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        with session:
-            for name in session.leftovers_removed:
-                sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
-            try:
-                session.run(handler, until=until, after=after)
-            except KeyboardInterrupt:
-                pass
-            kernel = session.stats().kernel  # while the queue is bound
-        stats = session.stats()  # after close: packets given the default verdict at exit too
-        stats.kernel = kernel
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    _report(stats, session.last_error)
-    return 0
+    return handler
 
 
 def _run_workers(
-    args: argparse.Namespace,
-    handler: Callable[[Any], None],
-    until: Callable[[], bool] | None,
-    after: Callable[[Any], None],
+    args: argparse.Namespace, rule: Any, steps: list[Callable[[Any], Any]], stopper: Stopper
 ) -> int:
     from sockscope.divert.session import queue_range
     from sockscope.divert.workers import Workers
@@ -175,37 +240,34 @@ def _run_workers(
         raise UsageError("--workers needs --queue-balance A:B (each worker reads its share of the queues)")
     if args.count is not None:
         raise UsageError("--count counts in one process: use it without --workers")
-    workers = Workers(
-        args.rule, queue_range(args.queue, args.queue_balance), args.workers, **_queue_options(args)
-    )
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        workers.stop()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        stats = workers.run(handler, until=until, after=after)
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    for name in workers.leftovers_removed:
-        sys.stderr.write(f"sockscope divert: removed leftover {name} of a divert that died\n")
-    _report(stats, workers.first_error)
-    return 0
+    workers = Workers(rule, queue_range(args.queue, args.queue_balance), args.workers, **_queue_options(args))
+    counter = Counter(args, workers.stop)
+    stopper.workers = workers
+    with stopper:
+        stats = workers.run(_handler(steps), until=_until(args), after=counter.settled)
+    _say_notes(workers.leftovers_removed, [])
+    counter.exit_status = workers.exit_status
+    status = counter.finish(stats, workers.first_error)
+    if workers.killed:
+        sys.stderr.write(
+            f"sockscope divert: {workers.killed} worker(s) did not stop within {STOP_GRACE:g} s and were "
+            "killed: their counters are lost, and the kernel dropped the packets they held\n"
+        )
+        return status or 1
+    return status
 
 
 def _build_steps(args: argparse.Namespace) -> list[Callable[[Any], Any]]:
     steps: list[Callable[[Any], Any]] = []
-    if args.drop is not None:
+    if args.drop:
         from sockscope.capture.bpf import compile_filter
         from sockscope.packets import LINKTYPE_RAW
 
-        program = compile_filter(args.drop, LINKTYPE_RAW)
+        programs = [compile_filter(text, LINKTYPE_RAW) for text in args.drop]
 
         def drop_matching(pkt: Any) -> None:
-            if program.matches(pkt.payload):
+            payload = pkt.payload
+            if any(program.matches(payload) for program in programs):
                 pkt.drop()
 
         steps.append(drop_matching)
@@ -242,69 +304,6 @@ def _load_handler(path: str) -> Callable[[Any], Any]:
     if not callable(handle):
         raise UsageError(f"--exec {path}: defines no handle(packet) function")
     return handle  # type: ignore[no-any-return]
-
-
-_ifname: Callable[[int], str | None] | None = None
-
-
-def _interface(index: int | None) -> str | None:
-    global _ifname
-    if index is None:
-        return None
-    if _ifname is None:
-        from sockscope.platform.linux import ifname_lookup
-
-        _ifname = ifname_lookup()
-    return _ifname(index) or str(index)
-
-
-def _show(pkt: Any, jsonl: bool) -> None:
-    verdict = pkt.verdict.name.lower() if pkt.verdict is not None else "pending"
-    rewritten = pkt._new_payload is not None and verdict == "accept"
-    if jsonl:
-        info = pkt.info
-        record = {
-            "queue": pkt.queue,
-            "id": pkt.id,
-            "hook": pkt.hook,
-            "in": _interface(info.indev),
-            "out": _interface(info.outdev),
-            "mark": pkt.mark,
-            "uid": info.uid,
-            "gid": info.gid,
-            "conntrack": info.ct_info,
-            "length": info.wire_len,
-            "summary": pkt.summary(),
-            "verdict": verdict,
-            "rewritten": rewritten,
-        }
-        line = output.dump_jsonl([record])
-    else:
-        line = (
-            f"q{pkt.queue} {pkt.hook:<7} {pkt.summary()} -> {verdict}{' (rewritten)' if rewritten else ''}\n"
-        )
-    sys.stdout.write(line)
-    sys.stdout.flush()
-
-
-def _report(stats: Any, error: str | None) -> None:
-    d = stats.to_dict()
-    parts = [f"{d['received']} received", f"{d['accepted']} accepted", f"{d['dropped']} dropped"]
-    for key, label in (
-        ("modified", "rewritten"),
-        ("repeated", "repeated"),
-        ("expired", "timed out"),
-        ("handler_errors", "handler errors"),
-        ("enobufs", "lost: socket buffer full (ENOBUFS)"),
-        ("queue_dropped", "lost: queue full"),
-        ("user_dropped", "lost: not delivered"),
-        ("verdict_errors", "verdicts refused"),
-    ):
-        if d[key]:
-            parts.append(f"{d[key]} {label}")
-    sys.stderr.write("sockscope divert: " + ", ".join(parts) + "\n")
-    if error:
-        sys.stderr.write(f"sockscope divert: first handler error: {error}\n")
 
 
 def _queue_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scan": ("sockscope.cli.scan", "TCP connect, SYN or UDP port scan of your own hosts (nmap)"),
     "divert": ("sockscope.cli.divert", "take packets out of the firewall path, change them (NFQUEUE)"),
     "top": ("sockscope.cli.top", "traffic per process, connection and remote host, live (nethogs, iftop)"),
+    "exporter": ("sockscope.cli.exporter", "serve sockets, listeners and per-process traffic to Prometheus"),
 }
 
 

@@ -29,12 +29,17 @@ def table(
 
 
 def write(text: str, stream: TextIO | None = None) -> None:
-    out = stream or sys.stdout
-    if out is None:  # the shell closed it (`>&-`): Python then has no sys.stdout
-        from sockscope.errors import SockscopeError
+    _stream(stream).write(text)
 
-        raise SockscopeError("standard output is closed: nowhere to write")
-    out.write(text)
+
+def _stream(stream: TextIO | None) -> TextIO:
+    """``stream``, else standard output; a closed one (``>&-``) is a write error."""
+    out = stream or sys.stdout
+    if out is None:
+        from .stdout import WriteError
+
+        raise WriteError("write error: standard output is closed")
+    return out
 
 
 def dump_json(items: Sequence[Any]) -> str:
@@ -66,7 +71,7 @@ _CHUNK = 1 << 16  # characters per write of a stream
 
 def write_lines(lines: Iterable[str], stream: TextIO | None = None) -> None:
     """Write ``lines`` (each with its newline) as they come, about 64 KiB at a time."""
-    out = stream or sys.stdout
+    out = _stream(stream)
     pending: list[str] = []
     size = 0
     for line in lines:
@@ -214,7 +219,7 @@ class StreamedTable:
         self.headers = list(headers)
         self.right = set(right)
         self.header = header
-        self.stream = stream or sys.stdout
+        self.stream = _stream(stream)
         self._widths = [len(h) if header else 0 for h in headers]
         self._rows: list[tuple[Sequence[str], str]] = []
 

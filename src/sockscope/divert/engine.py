@@ -15,17 +15,22 @@ in /proc/net/netfilter/nfnetlink_queue (`kernel_stats`).
 from __future__ import annotations
 
 import errno
-import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from sockscope.divert.packet import DivertPacket, Verdict
+from sockscope.divert.packet import DivertPacket, Verdict, interface_name
+from sockscope.divert.process import forget_in_children
 from sockscope.errors import PermissionNeeded, SockscopeError
 from sockscope.netlink import nfqueue as nfq
 from sockscope.netlink.codec import NLMSG_ERROR, NetlinkError, error_code, iter_messages
 from sockscope.netlink.socket import NETLINK_NETFILTER, NetlinkSocket
+
+if TYPE_CHECKING:
+    from sockscope.capture.bpf import BpfProgram
 
 _PACKET_TYPE = struct.pack("=H", nfq.MSG_PACKET)  # nlmsg_type as it sits at offset 4
 _FIRST = struct.Struct("!H2xHI")  # res_id (queue), first attribute's type (byte-swapped), packet id
@@ -46,6 +51,7 @@ class DivertStats:
     handler_errors: int = 0
     enobufs: int = 0  # receive-buffer overflows: the kernel dropped packets for us
     verdict_errors: int = 0  # kernel refused a verdict (e.g. the packet was already gone)
+    unmatched: int = 0  # accepted unseen: the user-space filter of a long --rule said no
     kernel: list[nfq.QueueStats] = field(default_factory=list)
 
     @property
@@ -81,12 +87,17 @@ class Engine:
         default: Verdict = Verdict.ACCEPT,
         timeout: float = 1.0,
         batch: int = 256,
+        user_filter: BpfProgram | None = None,
     ) -> None:
         self.queues = queues
         self.default = default
         self.timeout = timeout
         self.batch = batch
         self.stats = DivertStats()
+        self.user_filter = user_filter
+        # Called (outside the lock, in the thread that sent the verdicts) with each
+        # packet whose verdict went to the kernel, the default ones included.
+        self.on_settled: Callable[[DivertPacket], None] | None = None
         self.lock = threading.Lock()  # receive/flush/expire may run from a watchdog thread
         self._pending: list[DivertPacket] = []  # arrival order = id order per queue
         self.last_receive = time.monotonic()
@@ -103,6 +114,9 @@ class Engine:
                 nfq.F_UID_GID: uid_gid,
             }
             set_flags = sum(bit for bit, on in flags.items() if on)
+            names = {nfq.F_FAIL_OPEN: "--fail-open", nfq.F_GSO: "--gso", nfq.F_CONNTRACK: "--conntrack"}
+            names[nfq.F_UID_GID] = "--uid-gid"
+            self._flags_asked = [names[bit] for bit, on in flags.items() if on]
             clear_flags = sum(bit for bit, on in flags.items() if not on)
             for queue in queues:
                 self._config(queue, nfq.bind_payload(queue), "bind")
@@ -123,6 +137,7 @@ class Engine:
             raise
         self._sock = self._nl.sock
         self._sock.setblocking(False)
+        forget_in_children(self)
 
     def _config(self, queue: int, payload: bytes, what: str) -> None:
         try:
@@ -140,6 +155,13 @@ class Engine:
                     ) from exc
                 if exc.errno == errno.EPERM:
                     raise PermissionNeeded("divert needs CAP_NET_ADMIN (run as root)") from exc
+            asked = self._flags_asked
+            if exc.errno == errno.EOPNOTSUPP and what == "configure" and asked:
+                raise SockscopeError(
+                    f"cannot configure nfqueue {queue} with {' '.join(asked)}: this kernel does not "
+                    f"support {'it' if len(asked) == 1 else 'them'}"
+                    f"{' (--conntrack needs nf_conntrack_netlink)' if '--conntrack' in asked else ''}"
+                ) from exc
             raise SockscopeError(f"cannot {what} nfqueue {queue}: {exc.strerror}") from exc
 
     def fileno(self) -> int:
@@ -183,8 +205,26 @@ class Engine:
                         continue
                 self._slow_path(data, out, now)
             self._pending += out
+            if self.user_filter is not None and out:
+                out = self._apply_user_filter(out)
             self.stats.received += len(out)
         return out
+
+    def _apply_user_filter(self, packets: list[DivertPacket]) -> list[DivertPacket]:
+        """Accept at once what the exact filter does not match (the kernel's rule was
+        broader: see `divert.rule`); the rest is handed out."""
+        assert self.user_filter is not None
+        matches = self.user_filter.matches
+        kept = []
+        for pkt in packets:
+            info = pkt.info
+            if matches(info.payload, info.wire_len):
+                kept.append(pkt)
+            else:
+                pkt.verdict = Verdict.ACCEPT
+                pkt._unseen = True
+                self.stats.unmatched += 1
+        return kept
 
     def _slow_path(self, data: bytes, out: list[DivertPacket], now: float) -> None:
         for msg in iter_messages(data):
@@ -192,7 +232,7 @@ class Engine:
                 if error_code(msg):
                     self.stats.verdict_errors += 1
             elif msg.type == nfq.MSG_PACKET:
-                info = nfq.parse_packet(msg.payload)
+                info = nfq.parse_packet(msg.payload, interface_name)
                 pkt = DivertPacket(info.queue, info.packet_id, bytes(msg.payload.obj), now)
                 pkt._info = info
                 out.append(pkt)
@@ -200,12 +240,21 @@ class Engine:
     def flush(self) -> int:
         """Send the verdicts given so far; returns how many packets they cover."""
         with self.lock:
-            return self._flush_locked()
+            settled = self._flush_locked()
+        self._report(settled)
+        return len(settled)
 
-    def _flush_locked(self) -> int:
+    def _report(self, settled: list[DivertPacket]) -> None:
+        callback = self.on_settled
+        if callback is not None:
+            for pkt in settled:
+                if not pkt._unseen:
+                    callback(pkt)
+
+    def _flush_locked(self) -> list[DivertPacket]:
         pending = self._pending
         if not pending:
-            return 0
+            return []
         msgs: list[bytes] = []
         undecided: list[DivertPacket] = []
         blocked: set[int] = set()  # queues with an undecided packet: no batch past it
@@ -213,6 +262,7 @@ class Engine:
         counts = [0] * 5  # by verdict number
         modified = 0
         batch_message = nfq.batch_verdict_message
+        settled: list[DivertPacket] = []
         for pkt in pending:
             verdict = pkt.verdict
             queue = pkt.queue
@@ -221,6 +271,7 @@ class Engine:
                 undecided.append(pkt)
                 continue
             counts[verdict] += 1
+            settled.append(pkt)
             new_payload = pkt._new_payload
             if new_payload is None and queue not in blocked:
                 mark = pkt._new_mark
@@ -243,16 +294,16 @@ class Engine:
             msgs.append(nfq.verdict_message(queue, pkt.id, verdict, mark=pkt._new_mark, payload=new_payload))
         for queue, run in runs.items():
             msgs.append(batch_message(queue, run[0], run[1], mark=None if run[2] < 0 else run[2]))
-        done = len(pending) - len(undecided)
         self._pending = undecided
         stats = self.stats
-        stats.accepted += counts[Verdict.ACCEPT]
+        unseen = sum(pkt._unseen for pkt in settled) if self.user_filter is not None else 0
+        stats.accepted += counts[Verdict.ACCEPT] - unseen
         stats.dropped += counts[Verdict.DROP]
         stats.repeated += counts[Verdict.REPEAT]
         stats.modified += modified
         if msgs:
             self._send(b"".join(msgs))
-        return done
+        return settled
 
     def _send(self, data: bytes) -> None:
         # Netlink takes a whole buffer of messages in one skb or fails with ENOBUFS/EAGAIN
@@ -291,7 +342,8 @@ class Engine:
                     pkt.verdict = self.default
                     n += 1
             self.stats.expired += n
-            self._flush_locked()
+            settled = self._flush_locked()
+        self._report(settled)
         return n
 
     def kernel_stats(self) -> list[nfq.QueueStats]:
@@ -308,28 +360,37 @@ class Engine:
         stats.kernel = self.kernel_stats()
         return stats
 
+    def drain(self) -> None:
+        """Read everything the kernel holds for us and give it the default verdict
+        (what was undecided too). For after the rules stopped steering packets here:
+        one that was already on its way gets a moment to arrive."""
+        if self._sock.fileno() < 0:
+            return
+        settled = False
+        for _ in range(1000):  # bounded: a queue never refills once the rules are gone
+            self.receive(watchdog=True)
+            self.expire(everything=True)
+            if self.kernel_queued():
+                continue
+            if settled:
+                break
+            settled = True
+            time.sleep(0.01)
+
     def close(self) -> None:
-        """Default verdict for everything still pending, then close (which unbinds)."""
+        """`drain`, then close the socket, which unbinds the queues (the kernel drops
+        anything still queued to an unbound queue)."""
         if self._sock.fileno() < 0:
             return
         try:
-            self.receive()  # packets queued before the rules went away
-            self.expire(everything=True)
+            self.drain()
         finally:
             self._nl.close()
 
+    def kernel_queued(self) -> int:
+        """Packets the kernel holds for our queues now (waiting for a verdict)."""
+        return sum(q.queued for q in self.kernel_stats())
 
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot): tells a pid from its reuse."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19]) if fields[0] not in ("Z", "X") else None
-
-
-def own_identity() -> tuple[int, int]:
-    pid = os.getpid()
-    return pid, process_start_time(pid) or 0
+    def forget(self) -> None:
+        """In a forked child: let go of the parent's socket (the parent keeps the queue)."""
+        self._nl.close()

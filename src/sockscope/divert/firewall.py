@@ -1,179 +1,265 @@
-"""The steering rules: installed by sockscope, owned by sockscope, removed by sockscope.
+"""The steering rules: nft tables of divert's own, owned by the process that made them.
 
-Where the kernel has the nft ``queue`` statement the rules are one nft table of
-their own (`divert.nftables`). It is not built into every kernel (not into the one
-this was written on), while iptables-nft's NFQUEUE target works wherever iptables
-does, so there the rules go through ``iptables-restore``/``ip6tables-restore``:
+For each family the rule can match, one table ``ip|ip6 sockscope_divert_<queue>_<pid>_<start>``
+with one base chain per hook (type filter, priority -10, policy accept) holding one
+rule: ``[iifname] [oifname] [mark] [bpf program] NFQUEUE``. Built over netlink
+(`sockscope.netlink.nftables`) in one transaction, so it is all there or none of it.
 
-* one chain per hook, ``SOCKSCOPE-DIVERT-<queue>-IN|OUT|FWD`` in table ``filter``,
-  holding the ``--rule`` matches with ``-j NFQUEUE``, jumped to from the first
-  position of INPUT/OUTPUT/FORWARD;
-* every rule carries the comment ``sockscope divert pid=P start=T`` (T: the start
-  time of process P), which is how a later run tells a crashed run's leftovers (P
-  dead or reused) from a live divert;
-* each family is one ``--noflush`` transaction (all or nothing); if the second
-  family fails the first is rolled back.
+Why this shape:
+
+* Nothing else is touched. No table, chain or rule of anyone else's is created,
+  changed or removed (no ``table ip filter`` appears because divert ran), so the
+  ruleset after a run is the ruleset before, byte for byte.
+* The tables carry ``NFT_TABLE_F_OWNER``: they belong to this process's netlink
+  socket and the kernel deletes them when it closes, however the process ends
+  (SIGKILL included). Other processes cannot change or delete them; ``nft flush
+  ruleset`` passes them by.
+* Priority -10 runs before the usual filter chains (iptables' and nft's ``filter``,
+  priority 0). A verdict of accept continues with the next hook function, so the
+  host's own filter rules still judge every packet after the divert, as BSD's divert
+  re-injects a packet at the rule after the divert rule. Two diverts on the same
+  packets each have their own chain: the packet passes through both, the divert
+  installed later first (equal priorities run newest first).
+* NFQUEUE and the bpf match are iptables extensions, run by nft_compat: this kernel
+  has no nft ``queue`` statement. ``nft list ruleset`` shows them as ``xt match bpf``
+  and ``queue num N``.
+* Removal is two steps, because the kernel drops every packet queued in the
+  namespace whenever a netfilter hook goes away (nf_queue_nf_hook_drop): `quiesce`
+  empties the chains (no new packets, hooks kept), the caller gives every packet
+  still queued its verdict, then `remove` deletes the tables.
+* Where the kernel lacks owner tables (before Linux 5.12) the tables are plain; the
+  pid and start time in the name let a later run, or ``--cleanup``, remove those of
+  a process that is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
-from dataclasses import dataclass, field
+import struct
+import threading
 
-from sockscope.divert import nftables
-from sockscope.divert.engine import process_start_time
+from sockscope.divert.process import forget_in_children, process_start_time
 from sockscope.divert.rule import Rule
 from sockscope.errors import PermissionNeeded, SockscopeError
-from sockscope.platform.linux import run_sbin_tool
+from sockscope.netlink import nftables as nft
+from sockscope.netlink.codec import NLMSG_ERROR, NetlinkError, error_code, iter_messages
+from sockscope.netlink.socket import NETLINK_NETFILTER, NetlinkSocket
 
-CHAIN_PREFIX = "SOCKSCOPE-DIVERT-"
-BUILTIN = {"input": ("INPUT", "IN"), "output": ("OUTPUT", "OUT"), "forward": ("FORWARD", "FWD")}
-TABLE = "filter"
-_COMMENT = re.compile(r'--comment "?sockscope divert pid=(\d+) start=(\d+)"?')
-_JUMP = re.compile(r"^-A (INPUT|OUTPUT|FORWARD) (.*)-j (" + re.escape(CHAIN_PREFIX) + r"\S+)\s*$")
-
-
-def _run(family: int, what: str, script: str | None = None) -> str:
-    name = f"{'ip6' if family == 6 else 'ip'}tables-{what}"
-    args = ["--noflush"] if what == "restore" else ["-t", TABLE]
-    proc = run_sbin_tool(name, args, package="iptables", script=script, timeout=30)
-    if proc.returncode != 0:
-        detail = " ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}"
-        if "Permission denied" in detail or "must be root" in detail:
-            raise PermissionNeeded("divert needs CAP_NET_ADMIN to change the firewall (run as root)")
-        raise SockscopeError(f"{name} failed: {detail}")
-    return proc.stdout
+PRIORITY = -10
+TABLE_PREFIX = "sockscope_divert_"
+_TABLE = re.compile(re.escape(TABLE_PREFIX) + r"\d+_(\d+)_(\d+)")
+_FAMILIES = {4: nft.NFPROTO_IPV4, 6: nft.NFPROTO_IPV6}
+_NEED_ADMIN = "divert needs CAP_NET_ADMIN to change the firewall (run as root)"
 
 
-@dataclass
-class Installed:
-    """What one divert put into the firewall: per family the iptables script that
-    removes it, or the nft table (nft backend)."""
+class Steering:
+    """What one divert put into the firewall: its tables, and the socket that owns them."""
 
-    comment: str
-    removal: dict[int, str] = field(default_factory=dict)
-    nft_table: str | None = None
+    def __init__(
+        self, nl: NetlinkSocket, name: str, families: list[int], hooks: tuple[str, ...], owned: bool
+    ) -> None:
+        self.name = name
+        self.families = families  # NFPROTO_* of the tables still there
+        self.hooks = hooks
+        self.owned = owned
+        self._nl: NetlinkSocket | None = nl
+        self._lock = threading.Lock()
+        forget_in_children(self)
 
     @property
-    def backend(self) -> str:
-        return "nft" if self.nft_table is not None else "iptables"
+    def tables(self) -> list[str]:
+        return [f"{nft.FAMILY_NAMES[f]} {self.name}" for f in self.families]
+
+    def quiesce(self) -> None:
+        """Empty the chains: nothing more is queued, and the hooks stay (their removal
+        would drop what is queued). Failing that, nothing is lost: `remove` follows."""
+        with self._lock:
+            nl = self._nl
+            if nl is None or not self.families:
+                return
+            messages = [
+                nft.del_rules(family, self.name, hook, nl.next_seq())
+                for family in self.families
+                for hook in self.hooks
+            ]
+            try:
+                _transact(nl, messages)
+            except NetlinkError:
+                for message in messages:  # one part gone (a table without owner): each alone
+                    with contextlib.suppress(NetlinkError):
+                        _transact(nl, [_renumber(message, nl.next_seq())])
 
     def remove(self) -> None:
-        """Remove exactly what was installed; every family is tried, errors joined."""
-        errors = []
-        if self.nft_table is not None:
-            table, self.nft_table = self.nft_table, None
+        """Delete each table on its own (one that is gone already is no error), then
+        close the socket; errors joined into one SockscopeError. Idempotent."""
+        with self._lock:
+            nl, self._nl = self._nl, None
+            if nl is None:
+                return
+            errors = []
             try:
-                nftables.remove(table)
-            except SockscopeError as exc:
-                errors.append(str(exc))
-        while self.removal:
-            family, script = self.removal.popitem()
-            try:
-                _run(family, "restore", script)
-            except SockscopeError as exc:
-                errors.append(str(exc))
+                while self.families:
+                    family = self.families.pop()
+                    try:
+                        _transact(nl, [nft.del_table(family, self.name, nl.next_seq())])
+                    except NetlinkError as exc:
+                        if exc.errno != errno.ENOENT:
+                            errors.append(f"{nft.FAMILY_NAMES[family]} {self.name}: {exc.strerror}")
+            finally:
+                nl.close()  # an owned table still there goes with the socket
         if errors:
             raise SockscopeError("could not remove the divert rules: " + "; ".join(errors))
 
-
-def queue_target(queues: list[int], bypass: bool) -> list[str]:
-    """The NFQUEUE target arguments for one queue or a contiguous range (balance)."""
-    if len(queues) == 1:
-        args = ["--queue-num", str(queues[0])]
-    else:
-        args = ["--queue-balance", f"{queues[0]}:{queues[-1]}", "--queue-cpu-fanout"]
-    return ["-j", "NFQUEUE", *args, *(["--queue-bypass"] if bypass else [])]
+    def forget(self) -> None:
+        """In a forked child: let go of the parent's socket without touching its tables."""
+        nl, self._nl = self._nl, None
+        self.families = []
+        if nl is not None:
+            nl.close()
 
 
-def install(
-    rule: Rule, queues: list[int], bypass: bool, pid: int, start: int, backend: str | None = None
-) -> Installed:
-    """Install the steering rules for ``rule``; nothing is left behind if it fails.
+def install(rule: Rule, queues: list[int], *, bypass: bool, owner: bool = True) -> Steering:
+    """Install the tables for ``rule`` in one transaction; nothing stays if it fails."""
+    pid = os.getpid()
+    name = f"{TABLE_PREFIX}{queues[0]}_{pid}_{process_start_time(pid) or 0}"
+    comment = f"sockscope divert (pid {pid}): {rule.text!r} {rule.scope} -> queue {queues[0]}"
+    if len(queues) > 1:
+        comment += f"-{queues[-1]}"
+    families = [_FAMILIES[f] for f in rule.families]
+    try:
+        nl = NetlinkSocket(NETLINK_NETFILTER)
+    except PermissionError as exc:
+        raise PermissionNeeded(_NEED_ADMIN) from exc
+    try:
+        try:
+            _transact(nl, _messages(nl, rule, name, queues, bypass, owner, comment))
+        except NetlinkError as exc:
+            if not owner or exc.errno != errno.EOPNOTSUPP:
+                raise
+            owner = False  # a kernel before owner tables: plain ones, named after us
+            _transact(nl, _messages(nl, rule, name, queues, bypass, owner, comment))
+    except NetlinkError as exc:
+        nl.close()
+        raise _install_error(exc, name) from exc
+    except BaseException:
+        nl.close()
+        raise
+    return Steering(nl, name, families, rule.hooks, owner)
 
-    ``backend`` "nft" or "iptables"; None: nft where the kernel has its ``queue``
-    statement (probed once per namespace), iptables-nft's NFQUEUE elsewhere.
-    """
-    comment = f"sockscope divert pid={pid} start={start}"
-    if backend is None:
-        backend = "nft" if nftables.queue_statement_available() else "iptables"
-    if backend == "nft":
-        return Installed(comment, nft_table=nftables.install(rule, queues, bypass, pid, start))
-    installed = Installed(comment)
-    target = queue_target(queues, bypass)
-    for family in rule.families:
-        lines = [f"*{TABLE}"]
-        jumps = []
+
+def _messages(
+    nl: NetlinkSocket, rule: Rule, name: str, queues: list[int], bypass: bool, owner: bool, comment: str
+) -> list[bytes]:
+    target = nft.nfqueue_target(queues[0], len(queues), bypass=bypass, fanout=len(queues) > 1)
+    out = []
+    for version in rule.families:
+        family = _FAMILIES[version]
+        out.append(nft.new_table(family, name, nl.next_seq(), owner=owner, comment=comment))
         for hook in rule.hooks:
-            builtin, suffix = BUILTIN[hook]
-            chain = f"{CHAIN_PREFIX}{queues[0]}-{suffix}"
-            lines.append(f":{chain} - [0:0]")
-            for args in rule.variants(family):
-                lines.append(
-                    " ".join(["-A", chain, *args, "-m", "comment", "--comment", f'"{comment}"', *target])
+            out.append(nft.new_base_chain(family, name, hook, hook, PRIORITY, nl.next_seq()))
+            exprs: list[bytes] = []
+            if rule.in_interface is not None and hook != "output":
+                exprs += nft.interface_match(
+                    nft.NFT_META_IIFNAME, rule.in_interface.name, rule.in_interface.negate
                 )
-            jumps.append((builtin, chain))
-        for builtin, chain in jumps:
-            lines.append(f'-I {builtin} 1 -m comment --comment "{comment}" -j {chain}')
-        lines.append("COMMIT")
-        try:
-            _run(family, "restore", "\n".join(lines) + "\n")
-        except SockscopeError:
-            installed.remove()  # the family installed before this one
-            raise
-        installed.removal[family] = _removal_script(comment, jumps)
-    return installed
+            if rule.out_interface is not None and hook != "input":
+                exprs += nft.interface_match(
+                    nft.NFT_META_OIFNAME, rule.out_interface.name, rule.out_interface.negate
+                )
+            if rule.mark is not None:
+                exprs += nft.mark_match(rule.mark.value, rule.mark.mask, rule.mark.negate)
+            program = rule.programs[version]
+            if program is not None:
+                exprs.append(nft.bpf_match(program.instructions))
+            exprs.append(target)
+            out.append(nft.new_rule(family, name, hook, exprs, nl.next_seq()))
+    return out
 
 
-def _removal_script(comment: str, jumps: list[tuple[str, str]]) -> str:
-    lines = [f"*{TABLE}"]
-    lines += [f'-D {builtin} -m comment --comment "{comment}" -j {chain}' for builtin, chain in jumps]
-    for _builtin, chain in jumps:
-        lines += [f"-F {chain}", f"-X {chain}"]
-    return "\n".join([*lines, "COMMIT"]) + "\n"
+def _transact(nl: NetlinkSocket, messages: list[bytes]) -> None:
+    """Send ``messages`` as one batch and wait for every answer; NetlinkError with the
+    first error (the kernel then applied none of them)."""
+    begin, end = nl.next_seq(), nl.next_seq()
+    waiting = {msg_seq(m) for m in messages} | {begin}
+    nl.sock.send(nft.batch(messages, begin, end))
+    first = 0
+    nl.sock.settimeout(10)
+    try:
+        while waiting - {begin}:
+            for msg in iter_messages(nl.sock.recv(1 << 16)):
+                if msg.type != NLMSG_ERROR or msg.seq not in waiting:
+                    continue
+                waiting.discard(msg.seq)
+                code = error_code(msg)
+                first = first or code
+                if msg.seq == begin and code:  # the batch itself failed (out of memory)
+                    waiting.clear()
+    except TimeoutError:
+        if not first:
+            raise SockscopeError("nf_tables did not answer within 10 s") from None
+    finally:
+        nl.sock.settimeout(None)
+    if first:
+        raise NetlinkError(first, os.strerror(first))
 
 
-def _dead(pid: int, start: int) -> bool:
-    return process_start_time(pid) != start
+def msg_seq(message: bytes) -> int:
+    return int(struct.unpack_from("=I", message, 8)[0])  # nlmsghdr: len, type, flags, seq
 
 
-def clean_leftovers(families: tuple[int, ...] = (4, 6)) -> list[str]:
-    """Remove divert chains and nft tables whose owner process is gone; returns their
-    names. Those of live owners (another divert running now) are left alone.
-    """
+def _renumber(message: bytes, seq: int) -> bytes:
+    return message[:8] + struct.pack("=I", seq) + message[12:]
+
+
+def _install_error(exc: NetlinkError, name: str) -> SockscopeError:
+    if exc.errno == errno.EPERM:
+        return PermissionNeeded(_NEED_ADMIN)
+    if exc.errno == errno.EEXIST:
+        return SockscopeError(f"cannot install the divert rules: a table named {name} exists already")
+    if exc.errno == errno.ENOENT:
+        return SockscopeError(
+            "cannot install the divert rules: the kernel lacks nf_tables' iptables compatibility "
+            "(nft_compat) or the xt_bpf / xt_NFQUEUE extensions"
+        )
+    return SockscopeError(f"cannot install the divert rules: {exc.strerror}")
+
+
+def list_tables() -> list[nft.TableInfo]:
+    """Every nf_tables table of this network namespace."""
+    try:
+        with NetlinkSocket(NETLINK_NETFILTER) as nl:
+            return [nft.parse_table(m.payload) for m in nl.dump(nft.GETTABLE, nft.tables_request())]
+    except PermissionError as exc:
+        raise PermissionNeeded(_NEED_ADMIN) from exc
+    except NetlinkError as exc:
+        if exc.errno == errno.EPERM:
+            raise PermissionNeeded(_NEED_ADMIN) from exc
+        raise SockscopeError(f"cannot list the nf_tables tables: {exc.strerror}") from exc
+
+
+def clean_leftovers() -> list[str]:
+    """Remove divert tables whose owner process is gone ("ip6 sockscope_divert_..."
+    names). Owned tables are never leftovers (the kernel removes them with their
+    socket); tables of live processes are left alone."""
     removed = []
-    for table in nftables.leftover_tables(_dead):
-        nftables.remove(table)
-        removed.append(f"inet table {table}")
-    for family in families:
-        try:
-            saved = _run(family, "save")
-        except SockscopeError:
-            continue  # no such table in this namespace yet, or no ip6tables
-        owners: dict[str, tuple[int, int]] = {}
-        jumps: dict[str, list[str]] = {}
-        chains = []
-        for line in saved.splitlines():
-            if line.startswith(":" + CHAIN_PREFIX):
-                chains.append(line[1:].split()[0])
-                continue
-            m = _COMMENT.search(line)
-            if m is None or not line.startswith("-A "):
-                continue
-            jump = _JUMP.match(line)
-            if jump:
-                jumps.setdefault(jump.group(3), []).append("-D" + line[2:])
-                owners[jump.group(3)] = (int(m.group(1)), int(m.group(2)))
-            else:
-                owners.setdefault(line.split()[1], (int(m.group(1)), int(m.group(2))))
-        stale = [c for c in chains if c in owners and _dead(*owners[c])]
-        if not stale:
+    for table in list_tables():
+        m = _TABLE.fullmatch(table.name)
+        if m is None or table.flags & nft.NFT_TABLE_F_OWNER:
             continue
-        lines = [f"*{TABLE}"]
-        for chain in stale:
-            lines += jumps.get(chain, [])
-        for chain in stale:
-            lines += [f"-F {chain}", f"-X {chain}"]
-        _run(family, "restore", "\n".join([*lines, "COMMIT"]) + "\n")
-        removed += [f"{'ip6' if family == 6 else 'ip'} {TABLE} {c}" for c in stale]
+        if process_start_time(int(m.group(1))) == int(m.group(2)):
+            continue
+        with NetlinkSocket(NETLINK_NETFILTER) as nl:
+            try:
+                _transact(nl, [nft.del_table(table.family, table.name, nl.next_seq())])
+            except NetlinkError as exc:
+                if exc.errno == errno.EPERM:
+                    raise PermissionNeeded(_NEED_ADMIN) from exc
+                if exc.errno != errno.ENOENT:  # gone meanwhile: another run cleaned it
+                    raise SockscopeError(
+                        f"cannot remove {table.family_name} {table.name}: {exc.strerror}"
+                    ) from exc
+        removed.append(f"{table.family_name} table {table.name}")
     return removed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from sockscope.errors import SockscopeError
@@ -20,6 +21,18 @@ if TYPE_CHECKING:
 H = TypeVar("H", bound="Header")
 
 HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
+
+_ifname: Callable[[int], str | None] | None = None
+
+
+def interface_name(index: int) -> str | None:
+    """The name of interface ``index`` in this process's namespace (cached; None if gone)."""
+    global _ifname
+    if _ifname is None:
+        from sockscope.platform.linux import ifname_lookup
+
+        _ifname = ifname_lookup()
+    return _ifname(index)
 
 
 class Verdict(enum.IntEnum):
@@ -124,6 +137,7 @@ class DivertPacket:
         "_new_mark",
         "_new_payload",
         "_packet",
+        "_unseen",
         "id",
         "queue",
         "received",
@@ -140,12 +154,15 @@ class DivertPacket:
         self._packet: Packet | None = None
         self._new_payload: bytes | None = None
         self._new_mark: int | None = None
+        self._unseen = False  # accepted by the user-space filter, never handed out
 
     # -- what the kernel said ------------------------------------------------------
     @property
     def info(self) -> QueuedPacket:
+        """What the kernel said: hook, interfaces (``indev``/``outdev`` indexes and
+        ``in_interface``/``out_interface`` names), mark, uid/gid, cap length..."""
         if self._info is None:
-            self._info = parse_packet(memoryview(self._msg)[16:])
+            self._info = parse_packet(memoryview(self._msg)[16:], interface_name)
         return self._info
 
     @property
@@ -214,6 +231,41 @@ class DivertPacket:
         validate_packet(fixed)
         self._new_payload = fixed
         self._packet = None
+
+    def set_transport_payload(self, data: bytes) -> None:
+        """Replace the data of the UDP datagram or TCP segment, leaving every header
+        byte as it is (lengths and checksums recomputed). The verdict still has to be
+        given. InvalidPayload for a packet without TCP/UDP, a fragment, a TCP segment
+        that carries no data, or new TCP data of another length: that would shift
+        every later sequence number of the connection, which sockscope does not track.
+        """
+        self.set_payload(self.with_transport_payload(self.payload, bytes(data)))
+
+    def with_transport_payload(self, packet: bytes, data: bytes) -> bytes:
+        """``packet`` (this packet's bytes, headers possibly changed in place) with its
+        transport data replaced by ``data``; see `set_transport_payload`."""
+        from sockscope.packets import TCP, UDP, IPv4
+
+        transport = self.get(TCP) or self.get(UDP)
+        if transport is None:
+            raise InvalidPayload(f"packet {self.id} has no TCP or UDP layer whose data could be replaced")
+        ip = self.layers[0]
+        if isinstance(ip, IPv4) and ip.is_fragment:
+            raise InvalidPayload(f"packet {self.id} is a fragment: its data cannot be replaced alone")
+        start = transport._off + transport.header_len
+        if isinstance(transport, TCP):
+            old = len(transport.payload)
+            if old == 0:
+                raise InvalidPayload(f"packet {self.id} is a TCP segment without data: nothing to replace")
+            if len(data) != old:
+                raise InvalidPayload(
+                    f"TCP data of {old} bytes cannot become {len(data)}: a segment that changes "
+                    "length shifts the connection's sequence numbers, which sockscope does not track"
+                )
+            return packet[:start] + data
+        out = bytearray(packet[:start] + data)
+        struct.pack_into("!H", out, transport._off + 4, 8 + len(data))  # UDP length, for the decoder
+        return bytes(out)
 
     # The engine sends verdicts at its next flush. accept() is the hot path: inlined.
     def accept(self) -> None:

@@ -2,12 +2,17 @@
 
 Fields: ``sport``, ``dport`` (TCP/UDP), ``saddr``, ``daddr`` (same family as the
 packet), ``ttl`` (IPv4 TTL / IPv6 hop limit), ``payload`` (text that replaces the
-TCP/UDP data). A packet without the layer a field needs passes unchanged.
+TCP/UDP data, taken byte for byte from the command line). A packet without the layer
+a field needs passes unchanged, and so does the data of a TCP segment that carries
+none (SYN, a bare ACK, FIN). TCP data of another length is refused for the packet (an
+error, counted; the packet gets the default verdict): see
+`DivertPacket.set_transport_payload`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 
 from sockscope.divert.packet import DivertPacket
@@ -35,7 +40,7 @@ def parse_rewrites(items: list[str]) -> dict[str, object]:
             except ValueError:
                 raise UsageError(f"bad --rewrite {item!r}: not an IP address") from None
         else:
-            changes[name] = value.encode()
+            changes[name] = os.fsencode(value)  # the bytes the shell passed, \xff included
     return changes
 
 
@@ -65,8 +70,8 @@ def rewrite(pkt: DivertPacket, changes: dict[str, object]) -> None:
                 struct.pack_into("!H", data, at, port)
                 changed = True
         new_data = changes.get("payload")
-        if isinstance(new_data, bytes):
-            data = data[: off + transport.header_len] + new_data
+        if isinstance(new_data, bytes) and not (isinstance(transport, TCP) and not transport.payload):
+            data = bytearray(pkt.with_transport_payload(bytes(data), new_data))
             changed = True
     if changed:
         pkt.set_payload(bytes(data))

@@ -1,261 +1,234 @@
-"""The ``--rule`` language: which packets to divert, as a short tcpdump/nft-like match.
+"""What to divert: a tcpdump filter on some hooks, interfaces and a firewall mark.
 
-Grammar (terms in any order, optionally joined by ``and``; ``!=`` or ``not`` negates)::
+The filter is tcpdump's language, compiled by libpcap for raw IP packets (DLT_RAW),
+as for ``capture`` and ``divert --drop`` (`sockscope.capture.bpf`). It is compiled
+once per family, as ``ip and (FILTER)`` and ``ip6 and (FILTER)``: each program is
+shorter than the whole, and a family that the filter cannot match gets no firewall
+rule at all. The kernel runs each program in iptables' ``bpf`` match (xt_bpf), which
+takes at most 64 instructions. A family whose program is longer gets a broader kernel
+rule (every packet on the hooks, interfaces and mark) and the exact filter runs in
+user space, where a packet it does not match is accepted at once, unseen by the
+handler (`Rule.user_filter`; `Rule.notes` says so).
 
-    rule   := term (["and"] term)*
-    term   := "ip" | "ip6"                              family (default: both)
-            | "tcp" | "udp" | "udplite" | "sctp" | "icmp" | "icmp6"
-            | "input" | "output" | "forward"            hooks (default: input output)
-            | ("sport" | "dport" | "port") [op] PORT[-PORT]
-            | ("saddr" | "daddr" | "host") [op] ADDRESS[/PREFIX]
-            | ("iif" | "oif") [op] IFNAME
-            | "mark" [op] NUMBER[/MASK]
-    op     := "==" | "!=" | "not" before the keyword
-
-``port`` and ``host`` mean either side (two firewall rules). Ports without a protocol
-mean TCP and UDP. ``iif`` leaves out the output hook, ``oif`` the input hook, unless
-hooks are named. Everything here maps one to one onto iptables matches.
+What packet bytes cannot express are separate settings: hooks (input, output,
+forward; default input and output), the input and output interface (``!`` in front
+negates, a trailing ``+`` or ``*`` matches a prefix) and the mark (``[!]N[/MASK]``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sockscope.capture.bpf import BpfProgram, compile_filter
 from sockscope.errors import UsageError
 
-PROTOCOLS = {
-    "tcp": "tcp",
-    "udp": "udp",
-    "udplite": "udplite",
-    "sctp": "sctp",
-    "icmp": "icmp",
-    "icmp6": "ipv6-icmp",
-    "icmpv6": "ipv6-icmp",
-}
-PORT_PROTOCOLS = ("tcp", "udp", "udplite", "sctp")
 HOOKS = ("input", "output", "forward")
-_IFNAME = re.compile(r"[A-Za-z0-9_.:@+-]{1,15}")
-_PORT = re.compile(r"(\d{1,5})(?:[-:](\d{1,5}))?")
+DEFAULT_HOOKS = ("input", "output")
+KERNEL_LIMIT = 64  # XT_BPF_MAX_NUM_INSTR
+FAMILIES = {4: "ip", 6: "ip6"}
+_IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}[+*]?|[A-Za-z0-9_.:@-]{0,14}[+*]")
+_LINKTYPE_RAW = 101
+_REJECTS_ALL = "expression rejects all packets"
 
 
 @dataclass(frozen=True)
-class Term:
-    key: str  # sport dport saddr daddr iif oif mark
-    value: str
-    negated: bool = False
+class Interface:
+    """An interface name to match (iifname/oifname); ``prefix``: name ends in + or *."""
+
+    name: str
+    negate: bool = False
+
+    @property
+    def text(self) -> str:
+        return ("!" if self.negate else "") + self.name
 
 
-@dataclass
+@dataclass(frozen=True)
+class Mark:
+    value: int
+    mask: int = 0xFFFFFFFF
+    negate: bool = False
+
+    @property
+    def text(self) -> str:
+        mask = "" if self.mask == 0xFFFFFFFF else f"/{self.mask:#x}"
+        return f"{'!' if self.negate else ''}{self.value:#x}{mask}"
+
+
+@dataclass(frozen=True)
 class Rule:
-    """A parsed ``--rule``: families (4, 6), hooks, protocol and match terms."""
+    """A compiled ``--rule``: per family the kernel's program (None: the broader rule
+    without one; a family left out: nothing of it to divert) and, when a program was
+    too long for the kernel, the exact filter for user space."""
 
     text: str
-    families: tuple[int, ...] = (4, 6)
-    hooks: tuple[str, ...] = ("input", "output")
-    protocol: str | None = None
-    terms: list[Term] = field(default_factory=list)
-    either: list[Term] = field(default_factory=list)  # port/host: sport-or-dport, saddr-or-daddr
+    hooks: tuple[str, ...] = DEFAULT_HOOKS
+    in_interface: Interface | None = None
+    out_interface: Interface | None = None
+    mark: Mark | None = None
+    programs: dict[int, BpfProgram | None] = field(default_factory=dict)
+    user_filter: BpfProgram | None = None
+    lengths: dict[int, int] = field(default_factory=dict)  # family -> instructions compiled
 
-    def alternatives(self) -> list[tuple[str | None, list[Term]]]:
-        """(protocol, terms) of each firewall rule this rule becomes (all must be matched
-        by one of them): port/host expand to both sides, bare ports to TCP and UDP."""
-        protos: list[str | None] = [self.protocol]
-        if self.protocol is None and any(
-            t.key in ("sport", "dport", "port") for t in self.terms + self.either
-        ):
-            protos = ["tcp", "udp"]
-        sided: list[list[Term]] = [[]]
-        for term in self.either:
-            sides = ("sport", "dport") if term.key == "port" else ("saddr", "daddr")
-            if term.negated:  # "not port 22": neither side, so both negations in one rule
-                neither = [Term(side, term.value, True) for side in sides]
-                sided = [[*alt, *neither] for alt in sided]
-            else:
-                sided = [[*alt, Term(side, term.value)] for alt in sided for side in sides]
-        return [(proto, self.terms + alt) for proto in protos for alt in sided]
+    @property
+    def families(self) -> tuple[int, ...]:
+        return tuple(sorted(self.programs))
 
-    def variants(self, family: int) -> list[list[str]]:
-        """iptables match arguments for one family: one list per firewall rule."""
-        out = []
-        for proto, terms in self.alternatives():
-            args: list[str] = []
-            if proto is not None:
-                args += ["-p", PROTOCOLS[proto]]
-                if proto in PORT_PROTOCOLS:
-                    args += ["-m", proto]
-            for term in terms:
-                args += _term_args(term, family)
-            out.append(args)
-        return out
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know about how the rule is matched (the long filter case)."""
+        broad = [f for f, prog in self.programs.items() if prog is None and self.text.strip()]
+        if not broad:
+            return []
+        sizes = ", ".join(f"{self.lengths[f]} for {'IPv4' if f == 4 else 'IPv6'}" for f in sorted(broad))
+        return [
+            f"--rule compiles to more BPF instructions than the kernel's bpf match takes "
+            f"({sizes}; at most {KERNEL_LIMIT}): every "
+            f"{'/'.join('IPv4' if f == 4 else 'IPv6' for f in sorted(broad))} packet on "
+            f"{self.scope} is diverted and the filter runs in user space, where packets it does "
+            "not match are accepted at once"
+        ]
 
-    def nft_matches(self, family: int) -> list[str]:
-        """nft match expressions for one family (in an ``inet`` table): one per rule."""
-        out = []
-        for proto, terms in self.alternatives():
-            words = [f"meta nfproto {'ipv6' if family == 6 else 'ipv4'}"]
-            if proto is not None:
-                words.append(f"meta l4proto {PROTOCOLS[proto]}")
-            words += [_nft_term(term, family) for term in terms]
-            out.append(" ".join(words))
-        return out
+    @property
+    def scope(self) -> str:
+        """The hooks, interfaces and mark in words."""
+        parts = [f"hook{'s' if len(self.hooks) > 1 else ''} {', '.join(self.hooks)}"]
+        if self.in_interface:
+            parts.append(f"in {self.in_interface.text}")
+        if self.out_interface:
+            parts.append(f"out {self.out_interface.text}")
+        if self.mark:
+            parts.append(f"mark {self.mark.text}")
+        return " ".join(parts)
 
 
-def _nft_term(term: Term, family: int) -> str:
-    op = "!= " if term.negated else ""
-    if term.key in ("sport", "dport"):
-        return f"th {term.key} {op}{term.value}"
-    if term.key in ("saddr", "daddr"):
-        return f"{'ip6' if family == 6 else 'ip'} {term.key} {op}{term.value}"
-    if term.key in ("iif", "oif"):
-        return f'{term.key}name {op}"{term.value}"'
-    if term.key == "mark":
-        value, _, mask = term.value.partition("/")
-        return f"meta mark and {mask} {op or '== '}{value}" if mask else f"meta mark {op}{value}"
-    raise AssertionError(term.key)
+def compile_rule(
+    text: str,
+    hooks: Iterable[str] | None = None,
+    in_interface: str | None = None,
+    out_interface: str | None = None,
+    mark: str | int | None = None,
+) -> Rule:
+    """Compile ``text`` (a tcpdump filter; "" matches every packet) with its settings.
 
-
-def _term_args(term: Term, family: int) -> list[str]:
-    neg = ["!"] if term.negated else []
-    if term.key in ("sport", "dport"):
-        return [*neg, f"--{term.key}", term.value.replace("-", ":")]
-    if term.key in ("saddr", "daddr"):
-        return [*neg, "-s" if term.key == "saddr" else "-d", term.value]
-    if term.key in ("iif", "oif"):
-        return [*neg, "-i" if term.key == "iif" else "-o", term.value]
-    if term.key == "mark":
-        return ["-m", "mark", *neg, "--mark", term.value]
-    raise AssertionError(term.key)
-
-
-def parse_rule(text: str) -> Rule:
-    """Parse a ``--rule``; UsageError with the offending word if it does not parse."""
-    words = text.replace("==", " ").split()
-    if not words:
-        raise UsageError("empty --rule: give at least one match, e.g. 'udp dport 5000'")
-    rule = Rule(text)
-    families: set[int] = set()
-    hooks: list[str] = []
-    i = 0
-    negate = False
-
-    def fail(why: str) -> UsageError:
-        return UsageError(f"cannot parse --rule {text!r}: {why} (see `sockscope divert --help`)")
-
-    while i < len(words):
-        word = words[i].lower()
-        i += 1
-        if word in ("and", "&&"):
+    UsageError: libpcap's own message for a filter it refuses (or, for divert's old
+    rule language, how to write the same in the new one), or a bad setting.
+    """
+    iif = parse_interface(in_interface, "-i") if in_interface is not None else None
+    oif = parse_interface(out_interface, "-o") if out_interface is not None else None
+    chosen = _choose_hooks(hooks, iif, oif)
+    mark_spec = parse_mark(mark) if mark is not None else None
+    exact = _compile(text, None) if text.strip() else None
+    programs: dict[int, BpfProgram | None] = {}
+    lengths: dict[int, int] = {}
+    for family, word in FAMILIES.items():
+        if not text.strip():
+            programs[family] = None  # everything: no program needed, and exact
             continue
-        if word in ("not", "!"):
-            negate = True
-            continue
-        if word in ("ip", "ip4", "ipv4", "ip6", "ipv6"):
-            families.add(6 if "6" in word else 4)
-        elif word in PROTOCOLS:
-            if rule.protocol is not None:
-                raise fail(f"two protocols ({rule.protocol}, {word}); divert one protocol per rule")
-            rule.protocol = "icmp6" if word == "icmpv6" else word
-        elif word in HOOKS:
-            hooks.append(word)
-        elif word in ("sport", "dport", "port", "saddr", "daddr", "src", "dst", "host", "iif", "oif", "mark"):
-            key = {"src": "saddr", "dst": "daddr"}.get(word, word)
-            if i < len(words) and words[i] == "!=":
-                negate = not negate
-                i += 1
-            if i >= len(words):
-                raise fail(f"{word!r} needs a value")
-            value = _check_value(key, words[i], fail)
-            i += 1
-            term = Term(key, value, negate)
-            (rule.either if key in ("port", "host") else rule.terms).append(term)
-        else:
-            raise fail(f"unknown word {words[i - 1]!r}")
-        if negate and word not in (
-            "sport",
-            "dport",
-            "port",
-            "saddr",
-            "daddr",
-            "src",
-            "dst",
-            "host",
-            "iif",
-            "oif",
-            "mark",
-        ):
-            raise fail(f"'not' cannot apply to {word!r}")
-        negate = False
-    if negate:
-        raise fail("'not' at the end")
-    if len([t for t in rule.either if not t.negated]) > 1:
-        raise fail("at most one of 'port'/'host' per rule")
-    keys = [t.key for t in rule.terms]
-    for key in set(keys):
-        if keys.count(key) > 1:
-            raise fail(f"{key!r} given twice")
-    _resolve_families(rule, families, fail)
-    _resolve_hooks(rule, hooks, fail)
-    return rule
+        program = _compile(text, word, exact)
+        if program is None:
+            continue  # the filter cannot match this family
+        lengths[family] = len(program)
+        programs[family] = program if len(program) <= KERNEL_LIMIT else None
+    if not programs:
+        raise UsageError(f"--rule {text!r}: the filter matches no IPv4 or IPv6 packet")
+    broad = text.strip() and any(p is None for p in programs.values())
+    return Rule(
+        text=text,
+        hooks=chosen,
+        in_interface=iif,
+        out_interface=oif,
+        mark=mark_spec,
+        programs=programs,
+        user_filter=exact if broad else None,
+        lengths=lengths,
+    )
 
 
-def _check_value(key: str, value: str, fail: type[UsageError] | object) -> str:
-    assert callable(fail)
-    if key in ("sport", "dport", "port"):
-        m = _PORT.fullmatch(value)
-        if m is None or any(int(p) > 65535 for p in m.groups() if p):
-            raise fail(f"bad port {value!r}: want N or N-M, 0..65535")
-        return value
-    if key in ("saddr", "daddr", "host"):
-        try:
-            return str(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise fail(f"bad address {value!r}: want an IPv4/IPv6 address or network") from None
-    if key in ("iif", "oif"):
-        if not _IFNAME.fullmatch(value):
-            raise fail(f"bad interface name {value!r}")
-        return value
+def _compile(text: str, family: str | None, exact: BpfProgram | None = None) -> BpfProgram | None:
+    """The program for ``text`` (within ``family``); None when it rejects every packet.
+    If only the family's variant fails to compile, the exact program serves for it."""
+    expression = text if family is None else f"{family} and ({text})"
     try:
-        parts = [int(p, 0) for p in value.split("/")]
+        return compile_filter(expression, _LINKTYPE_RAW)
+    except UsageError as exc:
+        if family is not None:
+            return None if str(exc) == _REJECTS_ALL else exact
+        from sockscope.divert.legacy import suggest
+
+        hint = suggest(text)
+        if hint is not None:
+            raise UsageError(
+                f"--rule {text!r} is divert's old rule language; --rule now takes a tcpdump "
+                f"filter (as capture does): {hint}"
+            ) from None
+        raise UsageError(f"--rule {text!r}: {exc}") from None
+
+
+def _choose_hooks(
+    hooks: Iterable[str] | None, iif: Interface | None, oif: Interface | None
+) -> tuple[str, ...]:
+    if hooks is not None and not isinstance(hooks, str):
+        chosen = tuple(dict.fromkeys(hooks))
+    elif hooks is not None:
+        chosen = (hooks,)
+    else:
+        chosen = ()
+    for hook in chosen:
+        if hook not in HOOKS:
+            raise UsageError(f"bad --hook {hook!r}: want input, output or forward")
+    if chosen:
+        if iif is not None and "output" in chosen:
+            raise UsageError("-i (input interface) does not apply to the output hook")
+        if oif is not None and "input" in chosen:
+            raise UsageError("-o (output interface) does not apply to the input hook")
+        return chosen
+    default = [h for h in DEFAULT_HOOKS if not (h == "output" and iif) and not (h == "input" and oif)]
+    if not default:
+        raise UsageError("-i and -o together apply only to forwarded packets: add --hook forward")
+    return tuple(default)
+
+
+def parse_interface(text: str, flag: str) -> Interface:
+    negate = text.startswith("!")
+    name = text[1:] if negate else text
+    if not _IFNAME.fullmatch(name) or name in ("+", "*"):
+        raise UsageError(
+            f"bad {flag} {text!r}: want an interface name, '!' in front negates, + at the end a prefix"
+        )
+    return Interface(name, negate)
+
+
+def parse_mark(value: str | int) -> Mark:
+    if isinstance(value, int):
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise UsageError(f"bad --mark {value}: 32 bits")
+        return Mark(value)
+    text = value.strip()
+    negate = text.startswith("!")
+    try:
+        parts = [int(p, 0) for p in text.lstrip("!").split("/")]
     except ValueError:
-        raise fail(f"bad mark {value!r}: want NUMBER or NUMBER/MASK") from None
-    if len(parts) > 2 or any(not 0 <= p <= 0xFFFFFFFF for p in parts):
-        raise fail(f"bad mark {value!r}: want NUMBER or NUMBER/MASK, 32 bits")
-    return "/".join(f"{p:#x}" for p in parts)
+        parts = []
+    if not 1 <= len(parts) <= 2 or any(not 0 <= p <= 0xFFFFFFFF for p in parts):
+        raise UsageError(f"bad --mark {value!r}: want [!]NUMBER[/MASK], 32 bits, e.g. 7, 0x10/0xff, '!1'")
+    mask = parts[1] if len(parts) == 2 else 0xFFFFFFFF
+    return Mark(parts[0] & mask, mask, negate)
 
 
-def _resolve_families(rule: Rule, families: set[int], fail: object) -> None:
-    assert callable(fail)
-    implied: set[int] = set()
-    for term in rule.terms + rule.either:
-        if term.key in ("saddr", "daddr", "host"):
-            implied.add(ipaddress.ip_network(term.value).version)
-    if rule.protocol == "icmp":
-        implied.add(4)
-    elif rule.protocol == "icmp6":
-        implied.add(6)
-    if len(implied) > 1 or (families and implied and not implied <= families):
-        raise fail("it mixes IPv4 and IPv6 (addresses, icmp/icmp6, ip/ip6)")
-    chosen = implied or families or {4, 6}
-    rule.families = tuple(sorted(chosen))
-
-
-def _resolve_hooks(rule: Rule, hooks: list[str], fail: object) -> None:
-    assert callable(fail)
-    keys = {t.key for t in rule.terms}
-    if hooks:
-        if "iif" in keys and "output" in hooks:
-            raise fail("'iif' does not apply to the output hook")
-        if "oif" in keys and "input" in hooks:
-            raise fail("'oif' does not apply to the input hook")
-        rule.hooks = tuple(dict.fromkeys(hooks))
-        return
-    chosen = ["input", "output"]
-    if "iif" in keys:
-        chosen.remove("output")
-    if "oif" in keys:
-        chosen.remove("input")
-    if not chosen:
-        raise fail("'iif' with 'oif' only makes sense on the forward hook: add 'forward'")
-    rule.hooks = tuple(chosen)
+def as_rule(
+    rule: str | Rule | None,
+    hooks: Iterable[str] | None = None,
+    in_interface: str | None = None,
+    out_interface: str | None = None,
+    mark: str | int | None = None,
+) -> Rule | None:
+    """``rule`` compiled with its settings (a `Rule` as it is; None: no firewall rule)."""
+    settings = (hooks, in_interface, out_interface, mark)
+    if isinstance(rule, str):
+        return compile_rule(rule, hooks, in_interface, out_interface, mark)
+    if any(s is not None for s in settings):
+        raise UsageError("hooks, interfaces and mark go with a rule given as text (compile_rule takes them)")
+    return rule

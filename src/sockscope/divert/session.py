@@ -1,6 +1,6 @@
 """`divert()`: the rules and the engine together, as a context manager.
 
-    with sockscope.divert(rule="udp dport 5000", queue=0) as d:
+    with sockscope.divert("udp and dst port 5000", queue=0) as d:
         for pkt in d:
             if pkt[UDP].payload.startswith(b"x"):
                 pkt.drop()
@@ -11,27 +11,38 @@ Order matters for never black-holing traffic: the queue is bound before the rule
 go in, and the rules come out before the queue is released, so a packet is only
 ever steered to a queue someone reads. Packets left undecided get the default
 verdict after ``timeout`` — also when the caller's own code stalls, through a
-watchdog thread.
+watchdog thread. The rules belong to the process (`divert.firewall`): however it
+ends, SIGTERM and SIGKILL included, the kernel removes them with it, and with
+``bypass`` (the default) a packet that meets the queue in the moment between passes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sockscope.divert.engine import DivertStats, Engine, own_identity
-from sockscope.divert.firewall import Installed, clean_leftovers, install
+from sockscope.divert.engine import DivertStats, Engine
+from sockscope.divert.firewall import Steering, clean_leftovers, install
 from sockscope.divert.packet import DivertPacket, Verdict
-from sockscope.divert.rule import Rule, parse_rule
+from sockscope.divert.rule import Rule, as_rule
 from sockscope.errors import UsageError
 
+if TYPE_CHECKING:
+    from sockscope.capture.bpf import BpfProgram
+
 Handler = Callable[[DivertPacket], Any]
+
+
+class HandlerInterrupted(BaseException):
+    """Raised inside a running handler by `Divert.interrupt` (from a signal handler).
+    A BaseException, so that a handler's ``except Exception`` does not swallow it."""
 
 
 def queue_range(queue: int = 0, balance: str | tuple[int, int] | None = None) -> list[int]:
@@ -53,9 +64,12 @@ def queue_range(queue: int = 0, balance: str | tuple[int, int] | None = None) ->
 class Divert:
     """Divert the packets ``rule`` matches to ``queues`` until closed.
 
-    ``rule=None`` installs no firewall rule (steer packets with your own).
-    ``bypass``: with nobody bound, packets pass instead of being dropped (kernel
-    NFQUEUE --queue-bypass). ``fail_open``: when the queue is full, packets pass
+    ``rule``: a tcpdump filter ("" for every packet) on ``hooks`` (default input and
+    output), ``in_interface``/``out_interface`` and ``mark`` (see `compile_rule`), or
+    a compiled `Rule`; None installs no firewall rule (steer packets with your own).
+    ``bypass`` (default on): packets pass while no program is bound to the queue
+    (NFQUEUE's --queue-bypass), so the moment between the queue's release and the
+    rules' removal never drops. ``fail_open``: when the queue is full, packets pass
     instead of being dropped. ``default``/``timeout``: the verdict an undecided
     packet gets and when. ``rcvbuf``: the netlink socket's receive buffer (bytes;
     when it is full the kernel drops packets, counted as ENOBUFS and user_dropped).
@@ -66,8 +80,12 @@ class Divert:
         rule: str | Rule | None,
         queue: int = 0,
         *,
+        hooks: Iterable[str] | None = None,
+        in_interface: str | None = None,
+        out_interface: str | None = None,
+        mark: str | int | None = None,
         queue_balance: str | tuple[int, int] | None = None,
-        bypass: bool = False,
+        bypass: bool = True,
         fail_open: bool = False,
         gso: bool = False,
         conntrack: bool = False,
@@ -80,10 +98,12 @@ class Divert:
         rcvbuf: int = 64 << 20,
         watchdog: bool = True,
     ) -> None:
-        self.rule = parse_rule(rule) if isinstance(rule, str) else rule
+        self.rule = as_rule(rule, hooks, in_interface, out_interface, mark)
         self.queues = queue_range(queue, queue_balance)
-        if timeout <= 0:
-            raise UsageError("--timeout must be positive: undecided packets need a default verdict")
+        if not 0 < timeout < math.inf:
+            raise UsageError(
+                "--timeout must be a positive number of seconds: undecided packets need a default verdict"
+            )
         self.bypass = bypass
         self._engine_args: dict[str, Any] = dict(
             copy_range=copy_range,
@@ -99,20 +119,30 @@ class Divert:
         )
         self.leftovers_removed: list[str] = []
         self.engine: Engine | None = None
-        self._installed: Installed | None = None
+        self._steering: Steering | None = None
         self._watchdog = watchdog
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._in_handler = False
+        self._after_error: BaseException | None = None
+        self._user_filter: BpfProgram | None = None  # a worker's: the parent holds the rule
         self.last_error: str | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        """What to know about how the rule is matched (a filter too long for the kernel)."""
+        return self.rule.notes if self.rule is not None else []
 
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> Divert:
-        self.engine = Engine(self.queues, **self._engine_args)
+        user_filter = self.rule.user_filter if self.rule is not None else self._user_filter
+        self.engine = Engine(self.queues, user_filter=user_filter, **self._engine_args)
         try:
             if self.rule is not None:
                 self.leftovers_removed = clean_leftovers()
-                pid, start = own_identity()
-                self._installed = install(self.rule, self.queues, self.bypass, pid, start)
+                self._steering = install(self.rule, self.queues, bypass=self.bypass)
         except BaseException:
             self.engine.close()
             self.engine = None
@@ -123,18 +153,39 @@ class Divert:
         return self
 
     def close(self) -> None:
-        """Rules out first, then the default verdict for what is left, then unbind."""
+        """Rules emptied first, then the default verdict for everything still queued,
+        then the tables removed and the queue released (see `divert.firewall` for why
+        in that order). Every step is tried; the first error is raised at the end.
+        Idempotent and safe from another thread (a deadline after a signal)."""
         self._stop.set()
-        try:
-            if self._installed is not None:
-                installed, self._installed = self._installed, None
-                installed.remove()
-        finally:
-            if self._thread is not None:
-                self._thread.join()
-                self._thread = None
-            if self.engine is not None:
-                self.engine.close()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            steering, engine = self._steering, self.engine
+            errors: list[Exception] = []
+            steps = (
+                steering.quiesce if steering is not None else None,
+                self._join_watchdog,
+                engine.drain if engine is not None else None,
+                steering.remove if steering is not None else None,
+            )
+            try:
+                for step in steps:
+                    if step is not None:
+                        try:
+                            step()
+                        except Exception as exc:
+                            errors.append(exc)
+            finally:
+                if engine is not None:
+                    engine.close()
+            if errors:
+                raise errors[0]
+
+    def _join_watchdog(self) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> Divert:
         return self.open()
@@ -145,9 +196,9 @@ class Divert:
         self.close()
 
     @property
-    def backend(self) -> str | None:
-        """Which firewall holds the steering rules: "nft", "iptables", or None (no rule)."""
-        return self._installed.backend if self._installed is not None else None
+    def tables(self) -> list[str]:
+        """The nft tables holding the steering rules ("ip sockscope_divert_0_...")."""
+        return self._steering.tables if self._steering is not None else []
 
     def _watch(self) -> None:
         # Expires forgotten packets while the caller's code is busy elsewhere, and when
@@ -158,11 +209,14 @@ class Divert:
         assert engine is not None
         period = min(0.1, engine.timeout / 4)
         while not self._stop.wait(period):
-            if time.monotonic() - engine.last_receive > engine.timeout:
-                for _ in range(64):  # bounded: the caller may come back meanwhile
-                    if not engine.receive(watchdog=True):
-                        break
-            engine.expire()
+            try:
+                if time.monotonic() - engine.last_receive > engine.timeout:
+                    for _ in range(64):  # bounded: the caller may come back meanwhile
+                        if not engine.receive(watchdog=True):
+                            break
+                engine.expire()
+            except OSError:
+                return  # the socket closed under us: the session is ending
 
     # -- the packets ----------------------------------------------------------------
     def _require(self) -> Engine:
@@ -202,22 +256,51 @@ class Divert:
         or the session stops. A handler that raises: the default verdict, counted.
         ``after(pkt)`` sees each packet once its verdict is settled (e.g. to print it)."""
         engine = self._require()
-        while not self._stop.is_set() and (until is None or not until()):
-            packets = engine.receive()
-            if not packets:
+        if after is not None:
+            engine.on_settled = self._reporter(after)
+        try:
+            while not self._stop.is_set() and (until is None or not until()):
+                packets = engine.receive()
+                if not packets:
+                    engine.flush()
+                    self._wait(engine)
+                    continue
+                for pkt in packets:
+                    self.handle(pkt, handler)
+                    if self._stop.is_set():
+                        break  # the rest get the default verdict at close
                 engine.flush()
-                self._wait(engine)
-                continue
-            for pkt in packets:
-                self.handle(pkt, handler)
-                if after is not None:
-                    after(pkt)
-            engine.flush()
+        finally:
+            if self._after_error is not None:
+                raise self._after_error
+
+    def _reporter(self, after: Callable[[DivertPacket], None]) -> Callable[[DivertPacket], None]:
+        """``after`` as the engine calls it (from the loop, the watchdog or close): its
+        first error stops the session and is raised by `run`, never lost in a thread."""
+
+        def report(pkt: DivertPacket) -> None:
+            if self._after_error is not None:
+                return
+            try:
+                after(pkt)
+            except BaseException as exc:  # e.g. stdout into a closed pipe
+                self._after_error = exc
+                self.stop()
+
+        return report
 
     def handle(self, pkt: DivertPacket, handler: Handler) -> None:
+        """Give ``pkt`` to ``handler``; an error or `interrupt` means the default verdict."""
         engine = self._require()
         try:
-            apply_result(pkt, handler(pkt))
+            self._in_handler = True
+            try:
+                result = handler(pkt)
+            finally:
+                self._in_handler = False
+            apply_result(pkt, result)
+        except HandlerInterrupted:
+            self._stop.set()
         except Exception as exc:
             engine.stats.handler_errors += 1
             if self.last_error is None:  # the first one: later ones are usually the same
@@ -229,8 +312,20 @@ class Divert:
         """Make iteration / `run` return (safe from a signal handler or another thread)."""
         self._stop.set()
 
+    def interrupt(self) -> None:
+        """`stop`, and end a handler that is running now (`run`'s) with
+        HandlerInterrupted: its packet gets the default verdict. For signal handlers,
+        which Python runs in the main thread, where `run` calls the handler."""
+        self._stop.set()
+        if self._in_handler and threading.current_thread() is threading.main_thread():
+            raise HandlerInterrupted
+
     def stats(self) -> DivertStats:
-        return self._require().snapshot()
+        """The counters, with every verdict given so far sent and counted."""
+        engine = self._require()
+        if not self._closed:
+            engine.flush()
+        return engine.snapshot()
 
     # -- asyncio ----------------------------------------------------------------------
     async def __aenter__(self) -> Divert:

@@ -12,6 +12,7 @@ hands what it receives to `parse_packet`. Tested with recorded kernel messages
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sockscope.netlink.codec import NLM_F_REQUEST, build_attr, build_message, parse_attrs
@@ -163,6 +164,8 @@ class QueuedPacket:
     mark: int = 0
     indev: int | None = None  # interface indexes
     outdev: int | None = None
+    in_interface: str | None = None  # their names, when the parser was given a lookup
+    out_interface: str | None = None
     hwaddr: bytes | None = None
     uid: int | None = None  # of the sending socket (flag F_UID_GID)
     gid: int | None = None
@@ -176,8 +179,11 @@ class QueuedPacket:
         return self.cap_len if self.cap_len is not None else len(self.payload)
 
 
-def parse_packet(msg_payload: bytes | memoryview) -> QueuedPacket:
-    """Parse the payload of an NFQNL_MSG_PACKET message (nfgenmsg onwards)."""
+def parse_packet(
+    msg_payload: bytes | memoryview, ifname: Callable[[int], str | None] | None = None
+) -> QueuedPacket:
+    """Parse the payload of an NFQNL_MSG_PACKET message (nfgenmsg onwards); ``ifname``
+    (index -> name) fills in the interface names."""
     view = memoryview(msg_payload)
     if len(view) < NFGENMSG.size:
         raise ValueError(f"nfqueue packet message of {len(view)} bytes is too short")
@@ -201,6 +207,7 @@ def parse_packet(msg_payload: bytes | memoryview) -> QueuedPacket:
         sec, usec = struct.unpack_from("!QQ", ts)
         timestamp = sec + usec / 1e6
     payload = attrs.get(NFQA_PAYLOAD)
+    indev, outdev = be32(NFQA_IFINDEX_INDEV), be32(NFQA_IFINDEX_OUTDEV)
     return QueuedPacket(
         queue=queue,
         packet_id=packet_id,
@@ -208,8 +215,10 @@ def parse_packet(msg_payload: bytes | memoryview) -> QueuedPacket:
         hook=hook,
         payload=bytes(payload) if payload is not None else b"",
         mark=be32(NFQA_MARK) or 0,
-        indev=be32(NFQA_IFINDEX_INDEV),
-        outdev=be32(NFQA_IFINDEX_OUTDEV),
+        indev=indev,
+        outdev=outdev,
+        in_interface=ifname(indev) if ifname is not None and indev is not None else None,
+        out_interface=ifname(outdev) if ifname is not None and outdev is not None else None,
         hwaddr=hwaddr,
         uid=be32(NFQA_UID),
         gid=be32(NFQA_GID),

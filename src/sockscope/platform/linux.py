@@ -267,6 +267,26 @@ def _open_again(ref: NetnsRef) -> int:
     return fd
 
 
+# Capability numbers (linux/capability.h) of the ones sockscope names in messages.
+CAPABILITIES = {"CAP_DAC_READ_SEARCH": 2, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13,
+                "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21}
+
+
+def missing_capabilities(names: Sequence[str]) -> list[str]:
+    """Those of ``names`` (keys of CAPABILITIES) not in this process's effective set
+    (/proc/self/status CapEff): what a root-less service lacks, said before it fails."""
+    effective = 0
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    effective = int(line.split()[1], 16)
+                    break
+    except (OSError, ValueError):
+        pass
+    return [name for name in names if not effective >> CAPABILITIES[name] & 1]
+
+
 def sbin_tool(name: str) -> str | None:
     """The path of an administration command (nft, iptables-restore...): on PATH, or
     in /usr/sbin or /sbin, which a non-login root shell may not have on PATH."""

@@ -102,8 +102,9 @@ def _to_crlf(data: bytes, last: bytes) -> bytes:
 
 class Output:
     """The local output: writes whole, waits on a non-blocking descriptor, and turns
-    failures into one line (a reader that went away is BrokenPipeError, which the
-    command ends quietly on, as a pipe into ``head`` expects)."""
+    failures into one line, in the words of cli/stdout.py ("write error: ..."; a
+    reader that went away is BrokenPipeError, which the command ends quietly on, as a
+    pipe into ``head`` expects)."""
 
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
@@ -112,7 +113,7 @@ class Output:
         if not data:
             return
         if self.fd is None:
-            raise SockscopeError("standard output is closed: nowhere to write what arrived")
+            raise SockscopeError("write error: standard output is closed")
         view = memoryview(data)
         while view:
             try:
@@ -124,7 +125,7 @@ class Output:
             except BrokenPipeError:
                 raise
             except OSError as exc:
-                raise SockscopeError(f"standard output: {exc.strerror}") from None
+                raise SockscopeError(f"write error: {exc.strerror}") from None
 
 
 def relay_stream(sock: socket.socket, source: Input, sink: Output, options: RelayOptions) -> str:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
 from sockscope.inventory.model import InetAddress, Owner, Socket
-from sockscope.inventory.owners import all_pids, scan_into, scan_owners
+from sockscope.inventory.owners import OwnerMap, all_pids, scan_owners
 from sockscope.inventory.query import filter_arg, namespace_refs, process_filter
 from sockscope.platform import linux
 
@@ -363,25 +363,16 @@ class Sampler:
             return {}
         keep = self._scan_filter
         if keep is not None and keep.pids is not None:
-            omap = scan_owners(wanted, keep, keep.pids)
-        elif self._named is not None:
-            # -N: a socket is nearly always held by a process in its own namespace;
-            # those processes are read first, the others only for sockets not found.
-            inside, outside = processes.split_by_netns(all_pids(), {ns.ref.inode for ns in namespaces})
-            omap = scan_owners(wanted, keep, inside)
-            missing = {i for i in wanted if i not in omap}
-            if missing:
-                scan_into(omap, outside, keep, missing)
-        else:
-            omap = scan_owners(wanted, keep)
-        out: dict[int, _Holder] = {}
-        for inode, owners in omap.by_inode.items():
-            if len(owners) == 1:
-                out[inode] = _Holder(owners[0], 1)
-                continue
-            pids = {o.pid for o in owners}  # one process may hold it through several fds
-            out[inode] = _Holder(max(owners, key=processes.start_time) if len(pids) > 1 else owners[0],
-                                 len(pids))
+            return _holders_of(scan_owners(wanted, keep, keep.pids))
+        if self._named is None:
+            return _holders_of(scan_owners(wanted, keep))
+        # -N: a socket is nearly always held by a process in its own namespace;
+        # those processes are read first, the others only for sockets not found.
+        inside, outside = processes.split_by_netns(all_pids(), {ns.ref.inode for ns in namespaces})
+        out = _holders_of(scan_owners(wanted, keep, inside))
+        missing = wanted - out.keys()
+        if missing:
+            out.update(_holders_of(scan_owners(missing, keep, outside)))
         return out
 
     # --- rows -------------------------------------------------------------------------
@@ -435,6 +426,19 @@ class Sampler:
             found = self._cgroups[pid] = cgroups.process_cgroup(pid)
         return found
 
+
+
+def _holders_of(omap: OwnerMap) -> dict[int, _Holder]:
+    """inode -> who its bytes are credited to, and how many processes hold it."""
+    out: dict[int, _Holder] = {}
+    for inode, owners in omap.by_inode.items():
+        if len(owners) == 1:
+            out[inode] = _Holder(owners[0], 1)
+            continue
+        pids = {o.pid for o in owners}  # one process may hold it through several fds
+        out[inode] = _Holder(max(owners, key=processes.start_time) if len(pids) > 1 else owners[0],
+                             len(pids))
+    return out
 
 
 def _tracked_holder(tracked: _Tracked | None) -> _Holder | None:

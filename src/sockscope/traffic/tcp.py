@@ -22,7 +22,7 @@ from typing import Final
 from sockscope.errors import PermissionNeeded, SockscopeError
 from sockscope.inventory.model import ALL_STATES_MASK, STATE_NAMES, STATE_NUMBERS
 from sockscope.netlink import sockdiag
-from sockscope.netlink.codec import NetlinkError, iter_attrs, iter_messages
+from sockscope.netlink.codec import NLA_TYPE_MASK, NetlinkError, iter_messages
 from sockscope.netlink.socket import NETLINK_SOCK_DIAG, NetlinkSocket
 from sockscope.platform import linux
 
@@ -55,6 +55,21 @@ _BYTES_SENT: Final = _counter("bytes_sent")
 _BYTES_RETRANS: Final = _counter("bytes_retrans")
 # bytes_sent and bytes_retrans came with Linux 4.19; before, bytes_acked is the best.
 _HAS_SENT: Final = _BYTES_RETRANS[0] + _BYTES_RETRANS[1].size
+
+
+def _one_struct(*counters: tuple[int, struct.Struct]) -> struct.Struct:
+    """One struct reading these counters (in offset order) from the start of tcp_info."""
+    fmt, at = "=", 0
+    for offset, field in sorted(counters, key=lambda c: c[0]):
+        fmt += f"{offset - at}x{field.format[-1]}"
+        at = offset + field.size
+    return struct.Struct(fmt)
+
+
+# total_retrans, bytes_received, bytes_sent, bytes_retrans, in one unpack.
+_ALL_COUNTERS: Final = _one_struct(_TOTAL_RETRANS, _BYTES_RECEIVED, _BYTES_SENT, _BYTES_RETRANS)
+_ALL_COUNTERS_END: Final = _ALL_COUNTERS.size
+_NLA: Final = struct.Struct("=HH")
 
 
 @dataclass(slots=True)
@@ -91,20 +106,30 @@ def parse_reading(payload: memoryview | bytes, names: dict[bytes, str] | None = 
     size = _ADDRESS_SIZE.get(family)
     if size is None:
         return None
-    info: memoryview | None = None
-    for atype, value in iter_attrs(view, _HEAD.size):
-        if atype == sockdiag.INET_DIAG_INFO:
-            info = value
+    # INET_DIAG_INFO among the attributes (a plain loop: this runs for every socket).
+    end = len(view)
+    at = _HEAD.size
+    info_at = info_len = -1
+    while at + 4 <= end:
+        length, atype = _NLA.unpack_from(view, at)
+        if length < 4 or at + length > end:
             break
+        if atype & NLA_TYPE_MASK == sockdiag.INET_DIAG_INFO:
+            info_at, info_len = at + 4, length - 4
+            break
+        at += (length + 3) & ~3
     tx = rx = retrans = 0
-    if info is not None:
-        have = len(info)
-        rx = _read(info, have, _BYTES_RECEIVED)
-        retrans = _read(info, have, _TOTAL_RETRANS)
-        if have >= _HAS_SENT:
-            tx = _read(info, have, _BYTES_SENT) - _read(info, have, _BYTES_RETRANS)
+    if info_len >= _ALL_COUNTERS_END:  # Linux 4.19 and later: every counter, one unpack
+        retrans, rx, sent, sent_again = _ALL_COUNTERS.unpack_from(view, info_at)
+        tx = sent - sent_again
+    elif info_len >= 0:
+        info = view[info_at:info_at + info_len]
+        rx = _read(info, info_len, _BYTES_RECEIVED)
+        retrans = _read(info, info_len, _TOTAL_RETRANS)
+        if info_len >= _HAS_SENT:
+            tx = _read(info, info_len, _BYTES_SENT) - _read(info, info_len, _BYTES_RETRANS)
         else:
-            tx = _read(info, have, _BYTES_ACKED)
+            tx = _read(info, info_len, _BYTES_ACKED)
     elif state != _LISTEN:
         return None
     cache = {} if names is None else names
