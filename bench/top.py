@@ -13,10 +13,9 @@ no route off the host), in namespaces joined by a veth pair (tests/topology.py).
    and the bytes it credited to the iperf3 sender against what iperf3 itself
    reports. For top the eBPF programs' own kernel time (``bpf_stats_enabled``
    run_time_ns; it runs in the senders' and receivers' context, not top's) is
-   reported beside it. During the UDP load also the design top did not take for
-   UDP: a header-only capture of the sender's veth (AF_PACKET ring, kernel
-   filter "not tcp", 96-byte snaplen) summing bytes per flow in Python; its CPU
-   and the bytes it saw.
+   reported beside it. During the UDP load also ``top --source capture -N`` (the
+   fallback where eBPF may not run: a header-only capture of the namespace's
+   interfaces); its CPU and the bytes it credited.
 2. 20,000 established TCP sockets (bench/load.py): one ``Sampler.collect()`` of
    their namespace (what each refresh of ``top -N`` does) against one ``ss -tanpi``
    run (one namespace too), interleaved; and once, one collect of every namespace.
@@ -113,23 +112,6 @@ def top_bytes(text: str, pid: int) -> tuple[int, int]:
     return tx, rx
 
 
-# The other design the issue names for UDP: a header-only capture on the namespace's
-# interfaces (the project's AF_PACKET ring, kernel filter "not tcp", small snaplen),
-# bytes summed per flow in Python -- what it costs before any owner lookup is added.
-CAPTURE_DESIGN = r"""
-import collections, sys, sockscope
-from sockscope.packets import UDP
-per_flow = collections.Counter()
-with sockscope.capture(sys.argv[1], "not tcp", snaplen=96, netns=sys.argv[2], direction="out",
-                       duration=float(sys.argv[3])) as cap:
-    for pkt in cap:
-        udp = pkt.get(UDP)
-        if udp is not None:
-            per_flow[(udp.sport, udp.dport)] += udp.length - 8
-print(sum(per_flow.values()), flush=True)
-"""
-
-
 def run_load(topo: Topology, a: Netns, b: Netns, name: str, iperf_args: list[str], seconds: float,
              port: int) -> dict[str, Any]:
     udp = "-u" in iperf_args
@@ -151,10 +133,12 @@ def run_load(topo: Topology, a: Netns, b: Netns, name: str, iperf_args: list[str
         kernel0 = program_time()
         top0, hogs0, top_n0 = cpu_seconds(top.pid), cpu_seconds(hogs.pid), cpu_seconds(top_n.pid)
         capture = None
-        if udp:
-            capture = subprocess.Popen([sys.executable, "-c", CAPTURE_DESIGN, "veth-a", a.name,
-                                        str(seconds + 4)], stdout=subprocess.PIPE, text=True)
-            time.sleep(1.5)
+        if udp:  # the fallback where eBPF may not run, on the sender's namespace
+            capture_out = open(Path(tmp) / "capture.jsonl", "w+")
+            capture = subprocess.Popen([*SOCKSCOPE, "top", "--jsonl", "--interval", "1", "-N", a.name,
+                                        "--source", "capture"], stdout=capture_out,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
+            time.sleep(2)
             capture0 = cpu_seconds(capture.pid)
         t0 = time.monotonic()
         client = topo.spawn(a, "iperf3", "-J", "-c", ADDR_B, "-p", str(port), "-t", str(seconds), *iperf_args)
@@ -163,16 +147,12 @@ def run_load(topo: Topology, a: Netns, b: Netns, name: str, iperf_args: list[str
         top1, hogs1, top_n1 = cpu_seconds(top.pid), cpu_seconds(hogs.pid), cpu_seconds(top_n.pid)
         kernel1 = program_time()
         bpf_stats(False)
-        capture_cpu = capture_bytes = None
-        if capture is not None:
-            capture_cpu = cpu_seconds(capture.pid) - capture0
-            capture_bytes = int(capture.communicate(timeout=60)[0].split()[-1])
+        capture_cpu = cpu_seconds(capture.pid) - capture0 if capture is not None else None
         time.sleep(2.5)  # the last samples
-        for proc in (top, top_n):
+        for proc in (top, top_n, *([capture] if capture is not None else [])):
             os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=30)
         hogs.send_signal(signal.SIGINT)
-        top.wait(timeout=30)
-        top_n.wait(timeout=30)
         hogs.wait(timeout=30)
         server.wait(timeout=30)
         texts = []
@@ -181,6 +161,11 @@ def run_load(topo: Topology, a: Netns, b: Netns, name: str, iperf_args: list[str
             texts.append(f.read())
             f.close()
         top_text, top_n_text, hogs_text = texts
+        capture_text = ""
+        if capture is not None:
+            capture_out.seek(0)
+            capture_text = capture_out.read()
+            capture_out.close()
     end = report["end"]
     sent = end["sum"]["bytes"] if udp else end["sum_sent"]["bytes"]
     packets = end["sum"].get("packets") if udp else None
@@ -200,10 +185,10 @@ def run_load(topo: Topology, a: Netns, b: Netns, name: str, iperf_args: list[str
         "top_one_netns_sent_bytes": tx_n, "top_one_netns_error_percent": round(100 * (tx_n - sent) / sent, 2),
         "nethogs_sent_bytes": hogs_seen[0] if hogs_seen else None,
         "nethogs_error_percent": round(100 * (hogs_seen[0] - sent) / sent, 2) if hogs_seen else None,
-        **({} if capture_cpu is None or capture_bytes is None else {
-            "capture_design_cpu_percent": round(100 * capture_cpu / wall, 1),
-            "capture_design_sent_bytes": capture_bytes,
-            "capture_design_error_percent": round(100 * (capture_bytes - sent) / sent, 2)}),
+        **({} if capture_cpu is None else {
+            "top_capture_cpu_percent": round(100 * capture_cpu / wall, 1),
+            "top_capture_sent_bytes": (captured := top_bytes(capture_text, client.pid)[0]),
+            "top_capture_error_percent": round(100 * (captured - sent) / sent, 2)}),
     }
 
 

@@ -35,9 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pid", type=int, action="append", metavar="PID", help="only this process")
     p.add_argument("--user", metavar="USER", help="only processes of this user")
     p.add_argument("--command", metavar="NAME", help="only processes with this command name")
-    p.add_argument("--source", choices=("auto", "bpf", "counters"), default="auto",
+    p.add_argument("--source", choices=("auto", "bpf", "capture", "counters"), default="auto",
                    help="where bytes come from: bpf (TCP counters and eBPF for UDP, ICMP, raw), "
-                        "counters (TCP only), auto (bpf where it may run; the default)")
+                        "capture (TCP counters and a capture for UDP), counters (TCP only), "
+                        "auto (bpf where it may run, else capture; the default)")
     p.add_argument("--jsonl", action="store_true", help="one JSON object per interval, no screen")
     p.add_argument("--count", type=positive_int, metavar="N", help="stop after N samples")
     p.add_argument("--once", action="store_true",

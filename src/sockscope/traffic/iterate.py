@@ -90,7 +90,7 @@ def traffic(
 
     ``filter``: an ss filter expression over the sockets counted;
     ``pid``/``user``/``command``: only those processes' rows; ``source``: as
-    ``Sampler``'s ("auto", "bpf", "counters").
+    ``Sampler``'s ("auto", "bpf", "capture", "counters").
     """
     if not interval > 0:
         raise UsageError("the interval must be positive")

@@ -9,9 +9,10 @@ sample while it is young enough (concurrent callers share one collection), and
 Sources (``source``; ``sample.source`` says which ran): TCP always from the
 kernel's per-socket counters (tcp_info, ``tcp.py``); UDP, ICMP and raw traffic,
 with ``bpf`` (the default where eBPF may run), from the kernel's send and receive
-tracepoints (``datagrams.py``), credited to the process that made each call. With
-``counters`` (asked for, or eBPF not allowed here) only TCP is counted, and each
-sample's notes say so.
+tracepoints (``datagrams.py``), credited to the process that made each call;
+where eBPF may not run, with ``capture``, UDP from a header-only capture of each
+namespace's interfaces (``capture_source.py``), credited to the socket's holder.
+With ``counters`` only TCP is counted, and each sample's notes say so.
 
 How TCP bytes are attributed:
 
@@ -36,26 +37,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sockscope.errors import PermissionNeeded, SockscopeError, UsageError
+from sockscope.errors import PermissionNeeded, UsageError
 from sockscope.inventory.model import InetAddress, Owner, Socket
 from sockscope.inventory.owners import OwnerMap, all_pids, scan_owners
 from sockscope.inventory.query import filter_arg, namespace_refs, process_filter
 from sockscope.platform import linux
 
 from . import cgroups, processes
-from .datagrams import add_rows
 from .model import ConnectionTraffic, TrafficSample, TrafficTotals
 from .rows import Rows, TotalsKey, update_totals
+from .sources import SOURCE_COUNTERS, SOURCES, Captured, OtherTraffic
 from .tcp import NamespaceTcp, TcpReading
 
 if TYPE_CHECKING:
     from sockscope.inventory.filter import SocketFilter
 
-    from .datagrams import DatagramCounters
 
-SOURCE_COUNTERS = "counters"  # TCP from tcp_info only
-SOURCE_BPF = "bpf"  # TCP from tcp_info; UDP, ICMP and raw from the eBPF send/receive counters
-SOURCES = ("auto", SOURCE_BPF, SOURCE_COUNTERS)
 _MISSING_ROUNDS = 600
 
 
@@ -104,8 +101,8 @@ class Sampler:
     ``per_pid``: ``totals()`` keeps pids apart (else one entry per command, user,
     namespace and container). ``forget_after``: seconds a totals entry whose
     processes have all gone is kept after its last change. ``source``: "auto"
-    (``bpf`` where eBPF may run, else ``counters``), "bpf" (an error where it may
-    not) or "counters" (TCP only).
+    (``bpf`` where eBPF may run, else ``capture``), "bpf" (an error where it may
+    not), "capture" (UDP from a capture) or "counters" (TCP only).
     """
 
     def __init__(self, netns: str | Sequence[str] | None = None, *,
@@ -139,32 +136,19 @@ class Sampler:
         self._latest: TrafficSample | None = None
         self._closed = False
         self._last_time = time.monotonic()
-        self._datagrams: DatagramCounters | None = None
-        self.source = SOURCE_COUNTERS
-        self._source_note: str | None = None
+        self._other: OtherTraffic | None = None
         try:
             self._refresh_namespaces(baseline=True)
-            if source != SOURCE_COUNTERS:
-                self._start_datagrams(required=source == SOURCE_BPF)
-            else:
-                self._source_note = "UDP, ICMP and raw traffic are not counted (source: counters)"
+            self._other = OtherTraffic(source, [ns.ref for ns in self._namespaces.values()])
         except BaseException:
             self.close()
             raise
         self._last_time = time.monotonic()  # the first sample counts from the baseline
 
-    def _start_datagrams(self, required: bool) -> None:
-        from .datagrams import DatagramCounters
-
-        try:
-            self._datagrams = DatagramCounters()
-        except (OSError, SockscopeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            if required:
-                raise SockscopeError(f"the bpf traffic source cannot run here: {why}") from None
-            self._source_note = f"UDP, ICMP and raw traffic are not counted: eBPF cannot run here ({why})"
-        else:
-            self.source = SOURCE_BPF
+    @property
+    def source(self) -> str:
+        """Which source counts traffic other than TCP's: "bpf", "capture" or "counters"."""
+        return self._other.name if self._other is not None else SOURCE_COUNTERS
 
     # --- the consumers' side --------------------------------------------------
 
@@ -208,9 +192,8 @@ class Sampler:
             for ns in self._namespaces.values():
                 ns.tcp.close()
             self._namespaces.clear()
-            if self._datagrams is not None:
-                self._datagrams.close()
-                self._datagrams = None
+            if self._other is not None:
+                self._other.close()
             self._tracked.clear()
 
     def __enter__(self) -> Sampler:
@@ -307,10 +290,13 @@ class Sampler:
                 else:
                     live.append((ns.ref, r))
                     present.add(r.cookie)
-        # One owner scan for the connections and the listeners (connections that
-        # closed unseen are credited to their listener's holder).
+        assert self._other is not None  # set by __init__ (close() fails collect before this)
+        captured = self._other.sockets({inode: ns.tcp for inode, ns in self._namespaces.items()}, notes)
+        # One owner scan for the connections, the listeners (connections that closed
+        # unseen are credited to their listener's holder) and captured UDP's sockets.
         holders = self._holders(itertools.chain((r.inode for _, r in live),
-                                                (r.inode for g in listeners.values() for r in g)),
+                                                (r.inode for g in listeners.values() for r in g),
+                                                self._other.inodes(captured)),
                                 list(self._namespaces.values()))
         for delta in deltas:
             if delta.holder is None:
@@ -320,10 +306,10 @@ class Sampler:
         for ref, r in live:
             deltas.append(self._live_delta(ref, r, holders.get(r.inode)))
         self._forget_missing(present)
-        sample = self._rows(deltas, live, holders, interval, notes)
+        sample = self._rows(deltas, live, holders, interval, notes, captured)
         update_totals(self._totals, sample, now, self._per_pid, self._forget_after)
-        self._cgroups = {pid: v for pid, v in self._cgroups.items()
-                         if any(h.owner.pid == pid for h in holders.values())}
+        alive = {h.owner.pid for h in holders.values()}
+        self._cgroups = {pid: v for pid, v in self._cgroups.items() if pid in alive}
         return sample
 
     def _closed_delta(self, ref: linux.NetnsRef, r: TcpReading) -> _Delta:
@@ -378,7 +364,8 @@ class Sampler:
     # --- rows -------------------------------------------------------------------------
 
     def _rows(self, deltas: list[_Delta], live: list[tuple[linux.NetnsRef, TcpReading]],
-              holders: dict[int, _Holder], interval: float, notes: list[str]) -> TrafficSample:
+              holders: dict[int, _Holder], interval: float, notes: list[str],
+              captured: Captured) -> TrafficSample:
         flt = self._filter
         rows = Rows(self._keep, self._cgroup)
         for ref, r in live:
@@ -412,12 +399,12 @@ class Sampler:
             remote.tx_bytes += d.tx
             remote.rx_bytes += d.rx
         alive = {h.owner.pid for h in holders.values()}
-        if self._datagrams is not None:
+        if self._other is not None:
             names = {inode: ns.ref.name for inode, ns in self._namespaces.items()}
-            alive |= add_rows(rows, self._datagrams.deltas(), self._datagrams.forwarded(), names,
-                              self._filter, interval)
-        if self._source_note:
-            notes.append(self._source_note)
+            alive |= self._other.add_rows(rows, captured, lambda inode: _owner(holders.get(inode)),
+                                          names, self._filter, interval)
+            if self._other.note:
+                notes.append(self._other.note)
         return rows.finish(interval, alive, self.source, notes)
 
     def _cgroup(self, pid: int) -> tuple[str | None, str | None]:
@@ -439,6 +426,10 @@ def _holders_of(omap: OwnerMap) -> dict[int, _Holder]:
         out[inode] = _Holder(max(owners, key=processes.start_time) if len(pids) > 1 else owners[0],
                              len(pids))
     return out
+
+
+def _owner(holder: _Holder | None) -> Owner | None:
+    return holder.owner if holder is not None else None
 
 
 def _tracked_holder(tracked: _Tracked | None) -> _Holder | None:

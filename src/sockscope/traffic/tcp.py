@@ -196,6 +196,25 @@ class NamespaceTcp:
                 raise SockscopeError(f"sock_diag dump of tcp sockets failed: {exc.strerror}") from None
         return out
 
+    def udp_sockets(self) -> list[tuple[int, bytes, int, bytes, int, int]]:
+        """(family, local address, port, remote address, port, inode) of every UDP
+        socket of the namespace (for the capture source's matching)."""
+        out: list[tuple[int, bytes, int, bytes, int, int]] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            size = _ADDRESS_SIZE[family]
+            req = sockdiag.inet_request(family, "udp", ALL_STATES_MASK)
+            try:
+                for batch in self._dumper.dump_payloads(sockdiag.SOCK_DIAG_BY_FAMILY, req):
+                    for payload in batch:
+                        if len(payload) < _HEAD.size:
+                            continue
+                        _f, _s, sport, dport, src, dst, _c1, _c2, _uid, inode = _HEAD.unpack_from(payload)
+                        out.append((family, bytes(src[:size]), int.from_bytes(sport, "big"),
+                                    bytes(dst[:size]), int.from_bytes(dport, "big"), inode))
+            except NetlinkError as exc:
+                raise SockscopeError(f"sock_diag dump of udp sockets failed: {exc.strerror}") from None
+        return out
+
     def closed(self) -> list[TcpReading]:
         """Final readings of the TCP sockets freed since the last call."""
         out: list[TcpReading] = []
