@@ -51,7 +51,9 @@ async def main():
     server = await aio.start_server("unix:" + sys.argv[1], handler, policy=policy, backlog=4096)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await server.close()
+    server.close()
+    server.close_clients()
+    await server.wait_closed()
 
 asyncio.run(main())
 """

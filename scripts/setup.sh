@@ -33,6 +33,8 @@ if [ "$want_test" = 1 ]; then
     apt_pkgs+=(iperf3 tmux)
     # traceroute, nmap, iputils-ping: the probing commands' oracles (tests/oracle/).
     apt_pkgs+=(traceroute nmap iputils-ping)
+    # netcat-openbsd (nc), tcpd (tcpdmatch): the oracles of connect/listen and check.
+    apt_pkgs+=(netcat-openbsd tcpd)
     # prometheus: the exporter's tests scrape it with the real server and check its
     # output and alerting rules with promtool; openssl makes their TLS certificates;
     # systemd checks its unit file (systemd-analyze verify); util-linux: setpriv.

@@ -109,3 +109,37 @@ def test_guard_bad_input_applies_nothing(topology: Topology, tmp_path: Path) -> 
                         check=False)
     assert proc.returncode == 2 and "tcp or udp" in proc.stderr
     assert topology.run(srv, "nft", "list", "ruleset").stdout == ""
+
+
+def test_guard_touches_only_tables_it_made(topology: Topology, tmp_path: Path) -> None:
+    srv = topology.add_netns("srv")
+    theirs = OTHER.replace("inet other", "inet theirs")
+    topology.nft(srv, theirs)
+    policy = tmp_path / "p.policy"
+    policy.write_text("echo : 10.0.0.0/8 : allow\n")
+    for argv in (("--policy", str(policy), "--daemon", "echo", "--port", "7"), ("--show",), ("--remove",)):
+        proc = topology.run(srv, *CLI, "guard", "--table", "theirs", *argv, check=False)
+        assert proc.returncode == 2, proc
+        assert proc.stderr.startswith("sockscope guard: table inet theirs was not made by sockscope guard")
+        assert len(proc.stderr.splitlines()) == 1 and proc.stdout == ""
+        assert topology.run(srv, "nft", "list", "ruleset").stdout == theirs
+    # a guard of its own under that name is another matter
+    topology.run(srv, *CLI, "guard", "--table", "mine", "--policy", str(policy), "--daemon", "echo",
+                 "--port", "ssh")
+    assert "daemon echo" in topology.run(srv, *CLI, "guard", "--table", "mine", "--show").stdout
+    topology.run(srv, *CLI, "guard", "--table", "mine", "--remove")
+    assert topology.run(srv, "nft", "list", "ruleset").stdout == theirs
+
+
+def test_guard_for_a_daemon_no_rule_names(topology: Topology, tmp_path: Path) -> None:
+    srv = topology.add_netns("srv")
+    policy = tmp_path / "p.policy"
+    policy.write_text("sshd : 10.0.0.0/8 : allow\nALL : ALL : deny\n")
+    args = ("guard", "--policy", str(policy), "--daemon", "shd", "--port", "22")
+    proc = topology.run(srv, *CLI, *args, check=False)
+    assert proc.returncode == 2 and "no rule names daemon 'shd' (the policy names sshd)" in proc.stderr
+    assert "--force" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert topology.run(srv, "nft", "list", "ruleset").stdout == ""
+    topology.run(srv, *CLI, *args, "--force")
+    assert "daemon shd" in topology.run(srv, *CLI, "guard", "--show").stdout
+    topology.run(srv, *CLI, "guard", "--remove")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ports import free_port
 from privileges import NOBODY, as_nobody
 from sockscope.policy import Policy
 from sockscope.services import (
@@ -263,8 +264,8 @@ def test_relay_round_trip_unix_kinds(shared_dir: Path) -> None:
                 assert c.recv(100) == b"DATAGRAM"
                 c.close()
             else:
-                out = subprocess.run([*CLI, "connect", f"{kind}:{path}"], input=b"hello", capture_output=True,
-                                     timeout=30)
+                out = subprocess.run([*CLI, "connect", "-N", f"{kind}:{path}"], input=b"hello",
+                                     capture_output=True, timeout=30)
                 assert out.stdout == b"HELLO", out
         finally:
             server.terminate()
@@ -279,14 +280,12 @@ def test_relay_round_trip_unix_kinds(shared_dir: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["tcp", "udp"])
 def test_relay_round_trip_inet(kind: str) -> None:
-    with socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port(socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
     server = subprocess.Popen([*CLI, "listen", "-v", "--exec", "tr a-z A-Z", f"{kind}:127.0.0.1:{port}"],
                               stderr=subprocess.PIPE, text=True)
     try:
         assert server.stderr and "listening" in server.stderr.readline()
-        out = subprocess.run([*CLI, "connect", f"{kind}:127.0.0.1:{port}"], input=b"hello",
+        out = subprocess.run([*CLI, "connect", "-N", f"{kind}:127.0.0.1:{port}"], input=b"hello",
                              capture_output=True, timeout=30)
         assert out.stdout == b"HELLO" and out.returncode == 0, out
     finally:
@@ -402,7 +401,7 @@ def test_keep_open_serves_the_next_client_after_a_reset(shared_dir: Path) -> Non
 
 
 def test_relay_ends_quietly_when_the_peer_is_gone() -> None:
-    from sockscope.services.relay import relay
+    from sockscope.services.relay import Input, Output, RelayOptions, relay_stream
 
     a, b = socket.socketpair()
     b.close()
@@ -410,7 +409,8 @@ def test_relay_ends_quietly_when_the_peer_is_gone() -> None:
     os.write(w, b"into the void")
     out_r, out_w = os.pipe()
     try:
-        relay(a, r, out_w, stream=True)  # EPIPE or EOF: either way it returns
+        # EPIPE or EOF: either way it returns
+        assert relay_stream(a, Input(r), Output(out_w), RelayOptions()) in ("done", "reset")
     finally:
         for fd in (r, w, out_r, out_w):
             os.close(fd)
@@ -423,7 +423,8 @@ def test_abstract_names_and_the_classic_pair(shared_dir: Path) -> None:
                               text=True)
     try:
         assert server.stderr and "listening" in server.stderr.readline()
-        out = subprocess.run([*CLI, "connect", name], input=b"abstract", capture_output=True, timeout=30)
+        out = subprocess.run([*CLI, "connect", "-N", name], input=b"abstract", capture_output=True,
+                             timeout=30)
         assert out.stdout == b"ABSTRACT", out
     finally:
         server.terminate()
@@ -432,8 +433,52 @@ def test_abstract_names_and_the_classic_pair(shared_dir: Path) -> None:
     allow.write_text("sshd : 192.168.\n")
     deny.write_text("sshd : ALL\n")
     args = [*CLI, "check", "--hosts-allow", str(allow), "--hosts-deny", str(deny)]
+    no_match = f"nothing: no rule matched in {allow} or {deny}"
     for daemon, client, code, where in (("sshd", "192.168.1.9", 0, f"{allow} line 1"),
                                         ("sshd", "10.0.0.1", 1, f"{deny} line 1"),
-                                        ("ftpd", "10.0.0.1", 0, "nothing")):
+                                        ("ftpd", "10.0.0.1", 0, no_match)):
         proc = subprocess.run([*args, daemon, client], capture_output=True, text=True, timeout=30)
         assert proc.returncode == code and where in proc.stdout, proc.stdout
+
+
+def test_asyncio_server_closes_as_asyncio_server_does(shared_dir: Path) -> None:
+    """close() is a plain method that stops accepting at once; connections being
+    served go on and wait_closed() waits for them; close_clients() ends them."""
+    import inspect
+
+    assert not inspect.iscoroutinefunction(aio.AsyncServer.close)
+    assert inspect.iscoroutinefunction(aio.AsyncServer.wait_closed)
+    path = str(shared_dir / "close.sock")
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object) -> None:
+        await release.wait()
+        writer.write(b"done\n")
+        await writer.drain()
+
+    async def main() -> tuple[bytes, bool, bool]:
+        server = await aio.start_server(f"unix:{path}", handler)
+        reader, writer = await aio.open_connection(f"unix:{path}")
+        await asyncio.sleep(0.05)  # accepted
+        assert server.close() is None and not server.is_serving()
+        assert not os.path.exists(path)  # no new client can come
+        waiting = asyncio.create_task(server.wait_closed())
+        await asyncio.sleep(0.1)
+        still_waiting = not waiting.done()  # the connection is still being served
+        release.set()
+        line = await reader.readline()
+        await asyncio.wait_for(waiting, 5)
+        writer.close()
+        # close_clients: a handler that would wait forever is ended
+        release.clear()
+        server = await aio.start_server(f"unix:{path}", handler)
+        reader, writer = await aio.open_connection(f"unix:{path}")
+        await asyncio.sleep(0.05)
+        server.close()
+        server.close_clients()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        ended = await reader.read() == b""
+        writer.close()
+        return line, still_waiting, ended
+
+    assert asyncio.run(main()) == (b"done\n", True, True)

@@ -129,13 +129,8 @@ CASES = [
 
 # Cases known to fail today, each with the defect it shows. strict: once fixed, the
 # case passes, the xfail turns into a failure and its line here must go.
-_STDIN_CRASH = "#11.1: connect/listen crash when stdin is /dev/null, a file or closed (epoll)"
 _NETNS_GONE = "#12: a namespace that vanishes mid-run exits 2 (a usage error's status), not 1"
 KNOWN: dict[tuple[str, str], str] = {
-    ("listen", "stdin-closed"): _STDIN_CRASH,
-    ("listen", "sigterm"): "#11.2: listen exits 130 on SIGTERM, not 143",
-    **{("connect", c): _STDIN_CRASH for c in ("stdin-devnull", "stdin-file", "stdin-closed",
-                                               "stdout-head", "stdout-full", "nobody")},
     ("ifaces-interval", "netns-vanishes"): _NETNS_GONE,
 }
 

@@ -75,10 +75,39 @@ def test_not_compilable(policy: str, message: str) -> None:
 
 def test_ports_and_table() -> None:
     assert parse_port("22") == GuardPort(22, "tcp") and parse_port("53/UDP") == GuardPort(53, "udp")
-    for bad in ("0", "65536", "22/sctp", "ssh"):
+    for bad in ("0", "65536", "22/sctp", "ssh/sctp"):
         with pytest.raises(UsageError):
             parse_port(bad)
     with pytest.raises(UsageError, match="bad table name"):
         compile_guard(Policy.parse("x: ALL: allow\n"), "x", [GuardPort(1, "tcp")], table="bad name;")
     with pytest.raises(UsageError, match="at least one --port"):
         compile_guard(Policy.parse("x: ALL: allow\n"), "x", [])
+
+
+def test_ports_by_service_name() -> None:
+    assert parse_port("ssh") == GuardPort(22, "tcp")
+    assert parse_port("domain/udp") == GuardPort(53, "udp")
+    for bad in ("0", "no-such-service", "ssh/sctp", "70000"):
+        with pytest.raises(UsageError):
+            parse_port(bad)
+
+
+def test_a_daemon_no_rule_names_is_called_out() -> None:
+    from sockscope.policy.nftables import daemon_problem
+
+    named = Policy.parse("sshd : 10.0.0.0/8 : allow\nALL : ALL : deny\n")
+    assert daemon_problem(named, "sshd") is None
+    assert daemon_problem(named, "SSHD") is None  # daemon names are matched without case
+    problem = daemon_problem(named, "shd")
+    assert problem is not None and "the policy names sshd" in problem
+    only_all = Policy.parse("ALL : 10.0.0.0/8 : allow\n")
+    assert daemon_problem(only_all, "anything") is None  # nothing to misspell
+    other = Policy.parse("web : 10.0.0.0/8 : allow\n")
+    problem = daemon_problem(other, "sshd")
+    assert problem is not None and "every client would get the default (drop)" in problem
+
+
+def test_daemon_names_cannot_reach_the_script() -> None:
+    policy = Policy.parse("ALL : 10.0.0.0/8 : allow\n")
+    with pytest.raises(UsageError, match="bad daemon name"):
+        compile_guard(policy, 'x"; delete table inet other #', [GuardPort(22, "tcp")])

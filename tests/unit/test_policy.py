@@ -202,6 +202,22 @@ def test_load_files(tmp_path: object) -> None:
         Policy.load(base / "missing")
     with pytest.raises(UsageError, match="not both"):
         Policy.load(base / "allow", hosts_deny=base / "deny")
+    # no match in the pair: the reason names the files given, not "hosts.allow or hosts.deny"
+    decision = Policy.load(hosts_allow=base / "allow", hosts_deny=base / "allow").decide("ftpd", "8.8.8.8")
+    assert decision.allowed
+    assert decision.reason == f"no rule matched in {base}/allow or {base}/allow (access is granted)"
+
+
+def test_decide_takes_host_names_as_check_does() -> None:
+    from sockscope.errors import UsageError
+    from sockscope.policy.client_spec import client_from_spec
+
+    policy = Policy.parse("ALL : 127.0.0.0/8 : allow\nALL : ALL : deny\n")
+    decision = policy.decide("web", "localhost")  # /etc/hosts: no DNS needed
+    assert decision.allowed and decision.rule is not None and decision.rule.line == 1
+    assert decision.allowed == policy.decide("web", client_from_spec("localhost")).allowed
+    with pytest.raises(UsageError, match="neither an address nor a host name"):
+        policy.decide("web", "no-such-host.invalid")
 
 
 def _reference(policy: Policy, daemon: str, client: Client) -> int | None:

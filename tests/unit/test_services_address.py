@@ -24,6 +24,9 @@ from sockscope.services.unixpath import check_path_length, path_limit
         ("unix:@abstract", "unix", "", 0, "@abstract"),
         ("unix-dgram:rel.sock", "unix-dgram", "", 0, "rel.sock"),
         ("unix-seqpacket:/tmp/s", "unix-seqpacket", "", 0, "/tmp/s"),
+        ("tcp:host:http", "tcp", "host", 80, ""),  # service names, as the ls filter and nc take
+        ("udp:[::1]:domain", "udp", "::1", 53, ""),
+        ("tcp::ssh", "tcp", "", 22, ""),
     ],
 )
 def test_parse(text: str, kind: str, host: str, port: int, path: str) -> None:
@@ -46,7 +49,7 @@ def test_abstract_address_and_types() -> None:
     [
         ("sctp:1.2.3.4:5", "bad address"),
         ("tcp:1.2.3.4:99999", "bad port"),
-        ("tcp:1.2.3.4:http", "bad port"),
+        ("tcp:1.2.3.4:htttp", "neither a number"),
         ("tcp:::1:80", "IPv6 addresses go in brackets"),
         ("tcp:[::1]80", "want [IPv6]:PORT"),
         ("unix:", "no path"),

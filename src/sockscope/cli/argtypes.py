@@ -26,6 +26,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+# poll() takes milliseconds in a C int: the longest wait it can express.
+MAX_SECONDS = 2_147_483
+
+
+def seconds(text: str) -> float:
+    """A timeout: more than 0, finite, at most MAX_SECONDS (refuses nan, inf, -1)."""
+    value = positive_float(text)
+    if not value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SECONDS} seconds: {text!r}")
+    return value
+
+
+def seconds_or_zero(text: str) -> float:
+    """A wait that may be 0 (do not wait), else as `seconds`."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return seconds(text)
+
+
 # Longest --interval accepted: a day. Beyond it (inf, 1e308) no timer can wait that
 # long, and nobody means it.
 MAX_INTERVAL = 86400.0

@@ -16,12 +16,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                "       sockscope guard --show | --remove")
     p.description = ("Compile the address rules of a policy for the given ports into an nftables table "
                      "of its own (named sets for IPv4 and IPv6, applied in one transaction): a refused "
-                     "client gets no SYN-ACK and no RST. --remove deletes exactly that table.")
+                     "client gets no SYN-ACK and no RST. --remove deletes exactly that table; a table "
+                     "of that name that sockscope did not make is never replaced, shown or deleted.")
     add_policy_arguments(p)
     p.add_argument("--daemon", metavar="NAME", help="daemon name the rules are matched against")
     p.add_argument("--port", action="append", metavar="PORT[/tcp|/udp]", help="guarded port (repeatable)")
     p.add_argument("--table", default="sockscope_guard", metavar="NAME",
                    help="nftables table (family inet) to use (default: sockscope_guard)")
+    p.add_argument("--force", action="store_true",
+                   help="apply even when no rule of the policy names the daemon (a misspelt name "
+                        "would otherwise drop every client)")
     act = p.add_mutually_exclusive_group()
     act.add_argument("--show", action="store_true", help="print the guard in force")
     act.add_argument("--remove", action="store_true", help="delete the guard table")
@@ -30,11 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sockscope.policy import guard
-    from sockscope.policy.nftables import check_table_name, compile_guard, parse_port
+    from sockscope.policy.nftables import check_table_name, compile_guard, daemon_problem, parse_port
 
     table = check_table_name(args.table)
     if args.show or args.remove:
-        if args.policy or args.hosts_allow or args.hosts_deny or args.port or args.daemon:
+        if args.policy or args.hosts_allow or args.hosts_deny or args.port or args.daemon or args.force:
             raise UsageError("--show and --remove take no policy, daemon or ports")
         if args.show:
             text = guard.show(table)
@@ -51,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args)
     assert policy is not None
     script = compile_guard(policy, args.daemon, [parse_port(p) for p in args.port], table)
+    problem = daemon_problem(policy, args.daemon)
+    if problem is not None and not args.force:
+        raise UsageError(f"{problem}; check --daemon, or give --force")
     if args.dry_run:
         output.write(script)
         return 0
-    guard.apply(script)
+    guard.apply(script, table)
     return 0

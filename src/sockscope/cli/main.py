@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.enable()  # `launch` starts with it off
     try:
         status = int(module.run(args))
-        sys.stdout.flush()  # here, not at exit, so a write error is reported below
+        if sys.stdout is not None:  # None: the shell closed it (`>&-`)
+            sys.stdout.flush()  # here, not at exit, so a write error is reported below
         return status
     except SockscopeError as exc:
         sys.stderr.write(f"sockscope {args.subcommand}: {exc}\n")

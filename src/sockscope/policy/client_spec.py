@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import pwd
-import socket
 from dataclasses import dataclass
 
 from sockscope.errors import UsageError
 
 from .patterns import Client
+from .policy import host_address
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,4 @@ def client_from_spec(spec: str) -> Client:
     try:
         return Client(address=ipaddress.ip_address(spec.strip("[]")))
     except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(spec, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        raise UsageError(f"{spec!r} is neither an address nor a host name that resolves") from None
-    return Client(address=ipaddress.ip_address(str(infos[0][4][0]).split("%")[0]))
+        return Client(address=host_address(spec))

@@ -23,7 +23,11 @@ from .policy import Policy
 
 Proto = Literal["tcp", "udp"]
 DEFAULT_TABLE = "sockscope_guard"
+# The comment every guard table carries: what tells a table sockscope made from one
+# of the same name an administrator made (never replaced, shown or deleted).
+MARKER = "sockscope guard"
 _TABLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+_DAEMON_RE = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,17 @@ class GuardPort:
 
 
 def parse_port(text: str) -> GuardPort:
+    """``PORT[/tcp|/udp]``, PORT a number or a service name (``ssh``, ``domain/udp``)."""
+    from sockscope.services.address import parse_port as port_number
+
     number, _, proto = text.partition("/")
     proto = proto.lower() or "tcp"
     if proto not in ("tcp", "udp"):
         raise UsageError(f"bad port {text!r}: the protocol is tcp or udp")
-    if not number.isdigit() or not 1 <= int(number) <= 65535:
-        raise UsageError(f"bad port {text!r}: want 1-65535[/tcp|/udp]")
-    return GuardPort(int(number), proto)  # type: ignore[arg-type]
+    port = port_number(number, proto, text)
+    if port == 0:
+        raise UsageError(f"bad port {text!r}: want 1-65535 or a service name, then /tcp or /udp")
+    return GuardPort(port, proto)  # type: ignore[arg-type]
 
 
 def check_table_name(name: str) -> str:
@@ -58,6 +66,23 @@ class _Run:
     v6: list[str]
 
 
+def daemon_problem(policy: Policy, daemon: str) -> str | None:
+    """Why a guard for ``daemon`` is probably a mistake (a misspelt name), or None:
+    no rule applies to it at all, or the policy names daemons and not this one, so
+    only its ALL rules and default would decide."""
+    key = daemon.lower()
+    applies = [rule for rule in policy.rules if rule.daemons.matches(key)]
+    verdict = "accept" if policy.default_allow else "drop"
+    if not applies:
+        return (f"no rule of the policy applies to daemon {daemon!r}: every client would get the "
+                f"default ({verdict})")
+    named = sorted({name for rule in policy.rules for name in rule.daemons.names})
+    if named and key not in named:
+        return (f"no rule names daemon {daemon!r} (the policy names {', '.join(named)}): only its ALL "
+                "rules and the default would decide")
+    return None
+
+
 def _peer_only(pattern: Pattern) -> bool:
     return isinstance(pattern, Uid | Gid | Exe)
 
@@ -67,6 +92,8 @@ def compile_guard(policy: Policy, daemon: str, ports: list[GuardPort], table: st
     if not ports:
         raise UsageError("give at least one --port")
     check_table_name(table)
+    if not _DAEMON_RE.fullmatch(daemon):
+        raise UsageError(f"bad daemon name {daemon!r}: letters, digits and _ . + - (as in the policy)")
     daemon_key = daemon.lower()
     lines: list[str] = []
     sets: list[str] = []
@@ -122,7 +149,7 @@ def compile_guard(policy: Policy, daemon: str, ports: list[GuardPort], table: st
     tcp = sorted(p.port for p in ports if p.proto == "tcp")
     udp = sorted(p.port for p in ports if p.proto == "udp")
     out = [f"table inet {table} {{}}", f"delete table inet {table}", f"table inet {table} {{"]
-    out.append(f"  comment \"sockscope guard: daemon {daemon}\"")
+    out.append(f"  comment \"{MARKER}: daemon {daemon}\"")
     for name, items in (("ports_tcp", tcp), ("ports_udp", udp)):
         out.append(f"  set {name} {{ type inet_service;"
                    + (f" elements = {{ {', '.join(map(str, items))} }};" if items else "") + " }")

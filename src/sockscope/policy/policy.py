@@ -106,7 +106,7 @@ class Policy:
                    deny_name: str = "hosts.deny") -> Policy:
         """hosts.allow, then hosts.deny, first match wins; no match allows (hosts_access(5))."""
         rules = parse(allow_text, allow_name, "allow") + parse(deny_text, deny_name, "deny")
-        return cls(rules, True, "no rule matched in hosts.allow or hosts.deny (access is granted)")
+        return cls(rules, True, f"no rule matched in {allow_name} or {deny_name} (access is granted)")
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, hosts_allow: str | Path | None = None,
@@ -133,8 +133,9 @@ class Policy:
     ) -> Decision:
         """Whether ``client`` may use ``daemon``, and the rule that says so.
 
-        ``client`` is an address (string or ipaddress object), a Unix peer (anything
-        with ``uid``, ``gid``, ``exe``) or a `Client`.
+        ``client`` is an address (string or ipaddress object), a host name (looked up
+        as ``sockscope check`` does: its first address), a Unix peer (anything with
+        ``uid``, ``gid``, ``exe``) or a `Client`.
         """
         daemon_key = daemon.lower()
         version, value, peer, who = _key_of(client, resolver)
@@ -187,7 +188,7 @@ def _as_client(client: Client | IPAddress | str | PeerLike, resolver: Resolver |
         try:
             return Client(address=ipaddress.ip_address(client.strip("[]")), resolver=resolver)
         except ValueError:
-            raise UsageError(f"not an IP address: {client!r}") from None
+            return Client(address=host_address(client), resolver=resolver)
     if isinstance(client, ipaddress.IPv4Address | ipaddress.IPv6Address):
         return Client(address=client, resolver=resolver)
     return Client(peer=client, resolver=resolver)
@@ -205,7 +206,8 @@ def _key_of(client: object, resolver: Resolver | None) -> tuple[int, int, PeerLi
                 return 6, value, None, None
             return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, client), "big"), None, None
         except OSError:
-            raise UsageError(f"not an IP address: {client!r}") from None
+            named = Client(address=host_address(client), resolver=resolver)  # a host name
+            return _key_of(named, None)
     if isinstance(client, ipaddress.IPv4Address | ipaddress.IPv6Address):
         value = int(client)
         if client.version == 6 and value >> 32 == 0xFFFF:
@@ -219,6 +221,16 @@ def _key_of(client: object, resolver: Resolver | None) -> tuple[int, int, PeerLi
             return 0, 0, client.peer, client
         return address.version, int(address), client.peer, client
     return 0, 0, client, None  # type: ignore[return-value]
+
+
+def host_address(name: str) -> IPAddress:
+    """The address a host name stands for in a decision: its first address, as
+    ``sockscope check`` takes it (tcpdmatch tries each; see docs/differences.md)."""
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise UsageError(f"{name!r} is neither an address nor a host name that resolves") from None
+    return ipaddress.ip_address(str(infos[0][4][0]).split("%")[0])
 
 
 def _label(client: object) -> str:

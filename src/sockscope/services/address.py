@@ -1,6 +1,7 @@
 """Endpoint addresses as written on the command line: ``tcp:HOST:PORT``,
 ``udp:HOST:PORT``, ``unix:/path``, ``unix:@abstract``, ``unix-dgram:...``,
-``unix-seqpacket:...``. IPv6 hosts go in brackets: ``tcp:[::1]:8080``."""
+``unix-seqpacket:...``. IPv6 hosts go in brackets: ``tcp:[::1]:8080``. A port
+is a number or a service name (``tcp:HOST:http``, from /etc/services)."""
 
 from __future__ import annotations
 
@@ -72,9 +73,22 @@ def parse_endpoint(text: str) -> Endpoint:
             raise UsageError("a socket path cannot contain a NUL byte")
         return Endpoint(kind, path=rest)
     host, port_text = _split_host_port(rest, text)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"bad port {port_text!r} in {text!r} (0-65535)")
-    return Endpoint(kind, host=host, port=int(port_text))
+    return Endpoint(kind, host=host, port=parse_port(port_text, kind, text))
+
+
+def parse_port(text: str, proto: str, where: str | None = None) -> int:
+    """A port number (0-65535) or a service name for proto ("tcp" or "udp")."""
+    where = f" in {where!r}" if where is not None and where != text else ""
+    if text.isdigit():
+        if int(text) <= 65535:
+            return int(text)
+        raise UsageError(f"bad port {text!r}{where} (0-65535)")
+    try:
+        return socket.getservbyname(text, proto)
+    except (OSError, ValueError):  # ValueError: a NUL or a surrogate in the name
+        pass
+    raise UsageError(f"bad port {text!r}{where}: neither a number (0-65535) nor a {proto} service "
+                     "name of /etc/services")
 
 
 def _split_host_port(rest: str, text: str) -> tuple[str, str]:
@@ -95,13 +109,15 @@ SockAddr = tuple[str, int] | tuple[str, int, int, int]
 def resolve_inet(endpoint: Endpoint, *, passive: bool,
                  family: int = socket.AF_UNSPEC) -> list[tuple[int, SockAddr]]:
     """(family, sockaddr) candidates for an INET endpoint; an empty host means any
-    address when listening (IPv6 dual-stack first) and loopback when connecting."""
+    address when listening (IPv6 dual-stack first) and loopback when connecting.
+    ``family`` AF_INET or AF_INET6 keeps to one (nc -4 / -6)."""
     flags = socket.AI_PASSIVE if passive else 0
     host: str | None = endpoint.host or None
     try:
         infos = socket.getaddrinfo(host, endpoint.port, family, endpoint.socktype, 0, flags)
     except socket.gaierror as exc:
-        raise UsageError(f"cannot resolve {endpoint.host or 'any'!r}: {exc.strerror}") from None
+        only = {int(socket.AF_INET): " as IPv4", int(socket.AF_INET6): " as IPv6"}.get(family, "")
+        raise UsageError(f"cannot resolve {endpoint.host or 'any'!r}{only}: {exc.strerror}") from None
     out: list[tuple[int, SockAddr]] = []
     for fam, _type, _proto, _name, sockaddr in infos:
         if isinstance(sockaddr[0], str):

@@ -23,13 +23,15 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable
 
 
 class AsyncServer:
-    """Serves stream connections with ``handler(reader, writer, peer)``."""
+    """Serves stream connections with ``handler(reader, writer, peer)``; closes as
+    `asyncio.Server` does (``close()``, ``await wait_closed()``, ``async with``)."""
 
     def __init__(self, endpoint: Endpoint, handler: Handler, guard: Guarded, sock: socket.socket) -> None:
         self.endpoint, self.handler, self.guard, self.socket = endpoint, handler, guard, sock
         self._identity = unixpath.file_identity(endpoint.path) if endpoint.is_unix else None
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,7 +86,11 @@ class AsyncServer:
                 await writer.wait_closed()
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._accepting = asyncio.create_task(self._accept_loop())
+
+    def is_serving(self) -> bool:
+        return self._accepting is not None and not self._accepting.done() and self.socket.fileno() >= 0
 
     async def serve_forever(self) -> None:
         if self._accepting is None:
@@ -92,23 +98,38 @@ class AsyncServer:
         assert self._accepting is not None
         await self._accepting
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Stop accepting: the listening socket is closed (and its file removed) now.
+        As `asyncio.Server.close`, connections being served go on; `wait_closed`
+        waits for them, `close_clients` ends them."""
         if self._accepting is not None:
             self._accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accepting
+        if self.socket.fileno() >= 0:
+            if self._loop is not None:
+                self._loop.remove_reader(self.socket.fileno())
+            self.socket.close()
+            if self.endpoint.is_unix:
+                unixpath.remove_own(self.endpoint.path, self._identity)
+
+    def close_clients(self) -> None:
+        """End the connections being served (their handlers are cancelled)."""
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.socket.close()
-        if self.endpoint.is_unix:
-            unixpath.remove_own(self.endpoint.path, self._identity)
+
+    async def wait_closed(self) -> None:
+        """Wait until `close` has taken effect and every connection has been served."""
+        if self._accepting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def __aenter__(self) -> AsyncServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        self.close()
+        await self.wait_closed()
 
 
 async def start_server(address: str | Endpoint, handler: Handler, *, policy: Policy | None = None,

@@ -16,6 +16,7 @@ import os
 import socket
 import struct
 import sys
+import weakref
 
 from sockscope.errors import SockscopeError
 
@@ -27,30 +28,47 @@ LOCAL_PEERCRED = 1  # level SOL_LOCAL (0) on FreeBSD and macOS
 
 
 class PeerCredentials:
-    """The peer process of a Unix socket. ``pid`` is 0 when unknown (BSD);
-    ``pidfd`` is owned by this object (close it with `close`). ``exe`` and
-    ``comm`` are read on first use, through the pidfd, so a check that does not
-    need them does not pay for them; after `close` they stay unknown.
+    """The peer process of a Unix socket. ``pid`` is 0 when unknown (BSD).
+
+    ``pidfd``, ``exe`` and ``comm`` are taken on first use, so a check that does
+    not need them does not pay for them: the pidfd from the socket (SO_PEERPIDFD,
+    which names the process that connected even if it has exited since), the
+    executable and command name through it. The pidfd is owned by this object:
+    `close` (or ``with``) releases it, and so does garbage collection; after
+    `close` nothing new is learnt.
 
     A plain class with slots: one is built per connection a server checks.
     """
 
-    __slots__ = ("_closed", "_identity", "gid", "pid", "pidfd", "uid")
+    __slots__ = ("_closed", "_identity", "_pidfd", "_source", "gid", "pid", "uid")
 
-    def __init__(self, pid: int, uid: int, gid: int, pidfd: int | None = None) -> None:
-        self.pid, self.uid, self.gid, self.pidfd = pid, uid, gid, pidfd
-        self._identity: list[str | None] = []
-        self._closed = [False]
+    def __init__(self, pid: int, uid: int, gid: int, pidfd: int | None = None, *,
+                 source: socket.socket | None = None) -> None:
+        self.pid, self.uid, self.gid = pid, uid, gid
+        self._pidfd = pidfd
+        # The socket to take the pidfd from when first asked; weak, so a closed or
+        # dropped connection is not kept open for it.
+        self._source = weakref.ref(source) if source is not None and pidfd is None else None
+        self._identity: tuple[str | None, str | None] | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
-        return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid}, pidfd={self.pidfd})"
+        return f"PeerCredentials(pid={self.pid}, uid={self.uid}, gid={self.gid}, pidfd={self._pidfd})"
 
-    def _identify(self) -> list[str | None]:
-        if not self._identity:
-            if self.pidfd is not None and not self._closed[0]:
-                self._identity.extend(_identify(self.pid, self.pidfd))
-            else:
-                self._identity.extend((None, None))
+    @property
+    def pidfd(self) -> int | None:
+        """A pidfd of the peer process (None where the kernel has none to give)."""
+        if self._pidfd is None and self._source is not None and not self._closed:
+            sock = self._source()
+            self._source = None
+            if sock is not None and sock.fileno() >= 0:
+                self._pidfd = _peer_pidfd(sock)
+        return self._pidfd
+
+    def _identify(self) -> tuple[str | None, str | None]:
+        if self._identity is None:
+            pidfd = self.pidfd
+            self._identity = (None, None) if pidfd is None or self._closed else _identify(self.pid, pidfd)
         return self._identity
 
     @property
@@ -63,9 +81,14 @@ class PeerCredentials:
         return self._identify()[1]
 
     def close(self) -> None:
-        if self.pidfd is not None and not self._closed[0]:
-            self._closed[0] = True
-            os.close(self.pidfd)
+        """Release the pidfd. What was learnt (exe, comm) stays; nothing new is."""
+        if self._closed:
+            return
+        self._closed = True
+        self._source = None
+        if self._pidfd is not None:
+            pidfd, self._pidfd = self._pidfd, None
+            os.close(pidfd)
 
     def __del__(self) -> None:
         # A caller that drops the credentials without closing them (the common
@@ -96,8 +119,8 @@ def family_of(sock: socket.socket) -> int:
 def peer_credentials(sock: socket.socket, *, pidfd: bool = True) -> PeerCredentials:
     """Credentials of the process that connected (or bound, for a datagram pair).
 
-    ``pidfd=False`` skips SO_PEERPIDFD (about half the cost) when the executable
-    is not wanted; ``exe`` and ``comm`` are then None.
+    ``pidfd=False`` postpones SO_PEERPIDFD (about half the cost) to the first use
+    of ``pidfd``, ``exe`` or ``comm``, while the socket is still open.
     """
     if family_of(sock) != socket.AF_UNIX:
         raise SockscopeError("peer credentials exist only for Unix-domain sockets")
@@ -112,15 +135,16 @@ def _linux(sock: socket.socket, want_pidfd: bool = True) -> PeerCredentials:
         raise SockscopeError(f"cannot read peer credentials: {exc.strerror}") from None
     pid, uid, gid = _UCRED.unpack(raw)
     if not want_pidfd:
-        return PeerCredentials(pid, uid, gid)
+        return PeerCredentials(pid, uid, gid, source=sock)  # the pidfd when first asked for
+    return PeerCredentials(pid, uid, gid, _peer_pidfd(sock))
+
+
+def _peer_pidfd(sock: socket.socket) -> int | None:
+    """SO_PEERPIDFD; the kernel makes it close-on-exec."""
     try:
-        pidfd: int | None = int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4),
-                                           sys.byteorder, signed=True)
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4), sys.byteorder, signed=True)
     except OSError:
-        pidfd = None  # before Linux 6.5 (ENOPROTOOPT), or no peer process (ENODATA)
-    if pidfd is None:
-        return PeerCredentials(pid, uid, gid)
-    return PeerCredentials(pid, uid, gid, pidfd)  # the kernel made it close-on-exec
+        return None  # before Linux 6.5 (ENOPROTOOPT), or no peer process (ENODATA, ESRCH)
 
 
 def pidfd_pid(pidfd: int) -> int:

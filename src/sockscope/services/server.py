@@ -27,11 +27,24 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 @dataclass
 class Peer:
-    """An accepted (or refused) client: its address and, for Unix, its credentials."""
+    """An accepted (or refused) client: its address and, for Unix, its credentials.
+
+    The credentials may hold a pidfd: ``close()`` (or ``with peer:``) releases it at
+    once; otherwise it is released when the credentials are garbage collected."""
 
     address: str
     credentials: PeerCredentials | None = None
     decision: Decision | None = None
+
+    def close(self) -> None:
+        if self.credentials is not None:
+            self.credentials.close()
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def to_dict(self) -> dict[str, object]:
         return {"address": self.address,
@@ -67,8 +80,10 @@ def _inet_bind_error(endpoint: Endpoint, exc: OSError) -> SockscopeError:
 
 
 def bind_endpoint(endpoint: Endpoint, *, mode: int | None = None, owner: tuple[int, int] | None = None,
-                  backlog: int = 128) -> socket.socket:
-    """A socket bound (and listening, for stream kinds) at endpoint."""
+                  backlog: int = 128, family: int = socket.AF_UNSPEC) -> socket.socket:
+    """A socket bound (and listening, for stream kinds) at endpoint. ``family``
+    AF_INET or AF_INET6 keeps an INET endpoint to one (an empty host with AF_INET6
+    then listens for IPv6 only)."""
     if endpoint.is_unix:
         sock = socket.socket(socket.AF_UNIX, endpoint.socktype)
         try:
@@ -84,12 +99,13 @@ def bind_endpoint(endpoint: Endpoint, *, mode: int | None = None, owner: tuple[i
     if mode is not None or owner is not None:
         raise UsageError("--mode and --owner apply to unix socket files only")
     last: OSError | None = None
-    for family, sockaddr in resolve_inet(endpoint, passive=True):
-        sock = socket.socket(family, endpoint.socktype)
+    for fam, sockaddr in resolve_inet(endpoint, passive=True, family=family):
+        sock = socket.socket(fam, endpoint.socktype)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and not endpoint.host:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack
+            if fam == socket.AF_INET6 and not endpoint.host:
+                # dual stack, unless IPv6 alone was asked for
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(family == socket.AF_INET6))
             sock.bind(sockaddr)
             if endpoint.stream:
                 sock.listen(backlog)
@@ -104,9 +120,21 @@ def bind_endpoint(endpoint: Endpoint, *, mode: int | None = None, owner: tuple[i
     raise _inet_bind_error(endpoint, last)
 
 
-def connect_endpoint(endpoint: Endpoint, timeout: float | None = 10.0) -> socket.socket:
-    """A socket connected to endpoint (datagram: default destination set)."""
+def bound_endpoint(endpoint: Endpoint, sock: socket.socket) -> Endpoint:
+    """The endpoint as bound: port 0 replaced by the port the kernel chose."""
+    if endpoint.is_unix or endpoint.port:
+        return endpoint
+    return Endpoint(endpoint.kind, host=endpoint.host, port=sock.getsockname()[1])
+
+
+def connect_endpoint(endpoint: Endpoint, timeout: float | None = 10.0, *, family: int = socket.AF_UNSPEC,
+                     source: tuple[str, int] | None = None) -> socket.socket:
+    """A socket connected to endpoint (datagram: default destination set).
+    ``family`` keeps to IPv4 or IPv6 (nc -4/-6); ``source`` = (address, port) binds
+    the local end first (nc -s/-p; "" for any address, 0 for any port)."""
     if endpoint.is_unix:
+        if source is not None:
+            raise UsageError("a source address and port apply to tcp and udp only")
         if not endpoint.abstract:
             unixpath.check_path_length(endpoint.path)
         sock = socket.socket(socket.AF_UNIX, endpoint.socktype)
@@ -118,20 +146,69 @@ def connect_endpoint(endpoint: Endpoint, timeout: float | None = 10.0) -> socket
             sock.settimeout(None)
         except OSError as exc:
             sock.close()
-            raise SockscopeError(f"{endpoint}: {exc.strerror or exc}") from None
+            raise SockscopeError(f"{endpoint}: {_connect_error(exc)}") from None
         return sock
+    if source is not None and source[0] and family == socket.AF_UNSPEC:
+        family = _literal_family(source[0])  # a source address picks the destination's family
     last_error = "no address"
-    for family, sockaddr in resolve_inet(endpoint, passive=False):
-        sock = socket.socket(family, endpoint.socktype)
+    for fam, sockaddr in resolve_inet(endpoint, passive=False, family=family):
+        sock = socket.socket(fam, endpoint.socktype)
         try:
+            if source is not None:
+                _bind_source(sock, fam, source, endpoint)
             sock.settimeout(timeout)
             sock.connect(sockaddr)
             sock.settimeout(None)
             return sock
+        except SockscopeError:
+            sock.close()
+            raise
         except OSError as exc:
             sock.close()
-            last_error = exc.strerror or str(exc)
+            last_error = _connect_error(exc)
     raise SockscopeError(f"{endpoint}: {last_error}")
+
+
+def _literal_family(host: str) -> int:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
+            continue
+    return socket.AF_UNSPEC
+
+
+def _connect_error(exc: OSError) -> str:
+    if isinstance(exc, TimeoutError) and exc.errno is None:
+        return "timed out"
+    return exc.strerror or str(exc)
+
+
+def _bind_source(sock: socket.socket, family: int, source: tuple[str, int], endpoint: Endpoint) -> None:
+    host, port = source
+    where = f"source {host or '*'}:{port}" if ":" not in host else f"source [{host}]:{port}"
+    if host:
+        try:
+            infos = socket.getaddrinfo(host, port, family, endpoint.socktype, 0, socket.AI_PASSIVE)
+        except socket.gaierror:
+            raise UsageError(f"{where}: not an {'IPv6' if family == socket.AF_INET6 else 'IPv4'} "
+                             f"address or name (the destination is {endpoint})") from None
+        sockaddr = infos[0][4]
+    else:
+        sockaddr = ("::", port) if family == socket.AF_INET6 else ("0.0.0.0", port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(sockaddr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise SockscopeError(f"{where}: no interface has this address") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise SockscopeError(f"{where}: address already in use") from None
+        if exc.errno == errno.EACCES:
+            raise PermissionNeeded(f"{where}: port {port} is privileged (needs CAP_NET_BIND_SERVICE)"
+                                   ) from None
+        raise SockscopeError(f"{where}: cannot bind: {exc.strerror}") from None
 
 
 def _address_text(address: object) -> str:
@@ -151,8 +228,8 @@ class Guarded:
         self.policy, self.daemon, self.on_refused = policy, daemon, on_refused
         # Unix peer credentials: always when a policy is set, else on request.
         self.credentials = policy is not None if credentials is None else credentials
-        # The pidfd is wanted only to learn the executable (exe: rules, logs).
-        self.pidfd = policy is None or policy.uses_exe
+        # The pidfd at accept only for exe: rules; otherwise when first asked for.
+        self.pidfd = policy is not None and policy.uses_exe
 
     def _refuse(self, peer: Peer) -> None:
         if self.on_refused is not None:

@@ -92,6 +92,8 @@ def replace_stale(path: str) -> bool:
         before = os.lstat(path)
     except FileNotFoundError:
         return False
+    except OSError as exc:  # no search permission on the way, a loop of links...
+        raise _bind_error(path, os.path.dirname(path) or ".", exc) from None
     if not stat.S_ISSOCK(before.st_mode):
         raise SockscopeError(f"{path} exists and is not a socket: not replacing it")
     if is_live(path):
@@ -137,9 +139,11 @@ def bind_unix(sock: socket.socket, path: str, mode: int | None = None,
 def _bind_error(path: str, directory: str, exc: OSError) -> SockscopeError:
     if exc.errno == errno.EADDRINUSE:
         return SockscopeError(f"{path}: address in use")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return SockscopeError(f"cannot create {path}: directory {directory} is not writable "
-                              f"({exc.strerror})")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SockscopeError(f"cannot create {path}: no permission to write in directory {directory} "
+                              f"or to reach it ({exc.strerror})")
+    if exc.errno == errno.EROFS:
+        return SockscopeError(f"cannot create {path}: directory {directory} is on a read-only file system")
     if exc.errno == errno.ENOENT:
         return SockscopeError(f"cannot create {path}: directory {directory} does not exist")
     return SockscopeError(f"cannot bind {path}: {exc.strerror}")
